@@ -1,0 +1,132 @@
+"""SessionAnalyzer: per-key sessions that end after a gap of ``session_timeout``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from bspump.processor import Analyzer
+
+if TYPE_CHECKING:
+    from bspump.application import Application
+    from bspump.pipeline import Pipeline
+
+
+class _Session:
+    __slots__ = ("data", "events", "first", "last", "seq")
+
+    def __init__(self, data: Any, t: float, seq: int) -> None:
+        self.data = data
+        self.first = t
+        self.last = t
+        self.events = 1
+        self.seq = seq
+
+
+class SessionAnalyzer(Analyzer):
+    """Tracks sessions by id (usually the shard key, so a session lives on one worker).
+
+    A session ends when the gap between two of its events exceeds
+    ``session_timeout`` seconds of event time, or when the watermark passes its last
+    event by more than that; ``on_session_end(session_id, session_data)`` is then
+    called once. Every event that reads or creates a session counts towards it; the
+    coordinator writes each ended session (id, first and last event time, events)
+    to ``<pipeline>.<analyzer>.sessions.jsonl``. At the end of input every open
+    session ends.
+    """
+
+    ConfigDefaults: dict[str, Any] = {"session_timeout": 1800.0}
+
+    def __init__(self, app: Application, pipeline: Pipeline, id: str | None = None,
+                 config: Mapping[str, Any] | None = None, session_timeout: float = 1800) -> None:
+        super().__init__(app, pipeline, id, config)
+        self.session_timeout = float(self.setting("session_timeout", session_timeout))
+        if not self.session_timeout > 0:
+            raise self.config_error("session_timeout",
+                                    f"must be positive, got {self.session_timeout}")
+        # Kept in order of last use, so expiry scans only the oldest.
+        self._sessions: dict[Any, _Session] = {}
+        self._ended: list[list[Any]] = []
+
+    # -- the user API ----------------------------------------------------------------------
+
+    def get_session(self, session_id: Any) -> Any:
+        """The open session's data, or None (also when it has just timed out)."""
+        sessions = self._sessions
+        s = sessions.get(session_id)
+        if s is None:
+            return None
+        t = self.Pipeline.event_time
+        if t - s.last > self.session_timeout:
+            self._end(session_id, s)
+            return None
+        self._touch(session_id, s, t)
+        return s.data
+
+    def create_session(self, session_id: Any, session_data: Any) -> Any:
+        """Open a session for ``session_id`` (ending an open one first) and return its data."""
+        old = self._sessions.get(session_id)
+        if old is not None:
+            self._end(session_id, old)
+        self._sessions[session_id] = _Session(session_data, self.Pipeline.event_time,
+                                              self.Pipeline.event_seq)
+        return session_data
+
+    def end_session(self, session_id: Any) -> None:
+        """End a session now."""
+        s = self._sessions.get(session_id)
+        if s is not None:
+            self._end(session_id, s)
+
+    def on_session_end(self, session_id: Any, session_data: Any) -> None:
+        """Called once when a session ends."""
+
+    @property
+    def open_sessions(self) -> int:
+        """How many sessions are open."""
+        return len(self._sessions)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _touch(self, session_id: Any, s: _Session, t: float) -> None:
+        seq = self.Pipeline.event_seq
+        if s.seq != seq:
+            s.seq = seq
+            s.events += 1
+        if t > s.last:
+            s.last = t
+        if t < s.first:
+            s.first = t
+        sessions = self._sessions
+        del sessions[session_id]
+        sessions[session_id] = s
+
+    def _end(self, session_id: Any, s: _Session) -> None:
+        del self._sessions[session_id]
+        self._ended.append([session_id, s.first, s.last, s.events])
+        try:
+            self.on_session_end(session_id, s.data)
+        except Exception as e:
+            self.Pipeline._dead_letter(self.on_session_end, {"session_id": session_id}, e)
+
+    def _advance(self, watermark: float) -> None:
+        limit = watermark - self.session_timeout
+        expired = []
+        for session_id, s in self._sessions.items():
+            if s.last < limit:
+                expired.append((session_id, s))
+            elif math.isfinite(limit):
+                break
+        for session_id, s in expired:
+            self._end(session_id, s)
+
+    def _finish(self, last_time: float) -> None:
+        for session_id, s in list(self._sessions.items()):
+            self._end(session_id, s)
+
+    def _report(self) -> dict[str, Any] | None:
+        if not self._ended:
+            return None
+        ended, self._ended = self._ended, []
+        return {"ended": ended}

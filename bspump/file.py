@@ -1,0 +1,240 @@
+"""File sources and sinks: JSON lines, CSV and msgpack files; a JSON-lines file sink."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import msgpack
+
+from bspump.processor import Sink, Source, SourceBatch
+from cluster.outputs import dumps
+
+if TYPE_CHECKING:
+    from bspump.application import Application
+    from bspump.pipeline import Pipeline
+
+_PREVIEW = 512
+
+
+def _preview(raw: bytes) -> str:
+    text = raw[:_PREVIEW].decode("utf-8", "replace")
+    return text + (f"... ({len(raw)} bytes)" if len(raw) > _PREVIEW else "")
+
+
+class _FileSource(Source):
+    ConfigDefaults: dict[str, Any] = {"path": "", "batch": 1000}
+
+    def __init__(self, app: Application, pipeline: Pipeline, id: str | None = None,
+                 config: Mapping[str, Any] | None = None, path: str | None = None) -> None:
+        super().__init__(app, pipeline, id, config)
+        chosen = self.setting("path", path) or self.Config["path"]
+        if not chosen:
+            raise self.config_error("path", "a file source needs a path")
+        self.path = Path(chosen)
+        self.batch = int(self.Config["batch"])
+        if self.batch < 1:
+            raise self.config_error("batch", "must be at least 1")
+        self._start_at: Any = None
+
+    def seek(self, position: Any) -> None:
+        """Resume after a position a batch carried."""
+        self._start_at = position
+
+    def _open(self) -> IO[bytes]:
+        try:
+            return open(self.path, "rb")
+        except OSError as e:
+            raise self.config_error("path", f"cannot open {self.path}: {e.strerror}") from None
+
+
+class FileJSONLinesSource(_FileSource):
+    """One JSON object per line. Position: byte offset and line number after a batch."""
+
+    async def batches(self) -> AsyncIterator[SourceBatch]:
+        """Read the file in batches of ``batch`` lines."""
+        limit = self.max_record_bytes
+        name = str(self.path)
+        with self._open() as f:
+            line_no = 0
+            if self._start_at:
+                f.seek(int(self._start_at["offset"]))
+                line_no = int(self._start_at["line"])
+            loads = json.loads
+            while True:
+                records: list[Any] = []
+                dead: list[tuple[Any, str]] = []
+                for _ in range(self.batch):
+                    line = f.readline(limit + 1)
+                    if not line:
+                        break
+                    line_no += 1
+                    if len(line) > limit and not line.endswith(b"\n"):
+                        size = len(line)
+                        while True:
+                            more = f.readline(1 << 20)
+                            size += len(more)
+                            if not more or more.endswith(b"\n"):
+                                break
+                        dead.append((_preview(line), f"{name}:{line_no}: record of {size} "
+                                                     f"bytes exceeds max_record_bytes={limit}"))
+                        continue
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = loads(line)
+                    except ValueError as e:
+                        dead.append((_preview(line.rstrip(b"\r\n")),
+                                     f"{name}:{line_no}: malformed JSON: {e}"))
+                        continue
+                    if not isinstance(obj, dict):
+                        dead.append((obj, f"{name}:{line_no}: not a JSON object"))
+                        continue
+                    records.append(obj)
+                if not records and not dead:
+                    return
+                yield SourceBatch(records, dead, {"offset": f.tell(), "line": line_no})
+                await asyncio.sleep(0)
+
+
+def _number(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+class FileCSVSource(_FileSource):
+    """A CSV file with a header row; numeric cells become numbers unless told otherwise."""
+
+    ConfigDefaults: dict[str, Any] = {"delimiter": ",", "convert_numbers": True,
+                                      "encoding": "utf-8"}
+
+    async def batches(self) -> AsyncIterator[SourceBatch]:
+        """Read rows in batches; position is the number of data rows read."""
+        convert = bool(self.Config["convert_numbers"])
+        skip = int(self._start_at or 0)
+        with self._open() as raw:
+            text = io.TextIOWrapper(raw, encoding=self.Config["encoding"], newline="")
+            reader = csv.DictReader(text, delimiter=self.Config["delimiter"])
+            row_no = 0
+            records: list[Any] = []
+            dead: list[tuple[Any, str]] = []
+            try:
+                for row in reader:
+                    row_no += 1
+                    if row_no <= skip:
+                        continue
+                    if None in row or any(v is None for v in row.values()):
+                        dead.append((row, f"{self.path}:{reader.line_num}: row has "
+                                          f"{len(row) - (None in row)} fields, header has "
+                                          f"{len(reader.fieldnames or [])}"))
+                    else:
+                        records.append({k: _number(v) for k, v in row.items()} if convert
+                                       else dict(row))
+                    if len(records) + len(dead) >= self.batch:
+                        yield SourceBatch(records, dead, row_no)
+                        records, dead = [], []
+                        await asyncio.sleep(0)
+            except (csv.Error, UnicodeDecodeError) as e:
+                dead.append((None, f"{self.path}:{reader.line_num}: unreadable CSV, rest of "
+                                   f"file skipped: {e}"))
+            if records or dead:
+                yield SourceBatch(records, dead, row_no)
+
+
+class FileMsgpackSource(_FileSource):
+    """A stream of msgpack maps, one per record. Position: byte offset."""
+
+    async def batches(self) -> AsyncIterator[SourceBatch]:
+        """Read records in batches; a corrupt stream ends the file with a dead letter."""
+        with self._open() as f:
+            if self._start_at:
+                f.seek(int(self._start_at))
+            base = f.tell()
+            unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False,
+                                        max_buffer_size=max(self.max_record_bytes, 1 << 16))
+            done = False
+            while not done:
+                records: list[Any] = []
+                dead: list[tuple[Any, str]] = []
+                for _ in range(self.batch):
+                    try:
+                        obj = unpacker.unpack()
+                    except msgpack.OutOfData:
+                        done = True
+                        break
+                    except (ValueError, msgpack.ExtraData, msgpack.FormatError,
+                            msgpack.StackError, msgpack.BufferFull) as e:
+                        dead.append((None, f"{self.path}: corrupt msgpack at byte "
+                                           f"{base + unpacker.tell()}, rest of file skipped: "
+                                           f"{type(e).__name__}: {e}"))
+                        done = True
+                        break
+                    if isinstance(obj, dict):
+                        records.append(obj)
+                    else:
+                        dead.append((obj, f"{self.path}: record at byte "
+                                          f"{base + unpacker.tell()} is not a map"))
+                if records or dead:
+                    yield SourceBatch(records, dead, base + unpacker.tell())
+                    await asyncio.sleep(0)
+
+
+class FileJSONLinesSink(Sink):
+    """Writes events as JSON lines to ``path``.
+
+    A relative path is taken inside the run's output folder. On worker ``k`` of a
+    cluster run the file is ``<stem>.w<k><suffix>``: one file per worker, never two
+    writers on one file.
+    """
+
+    ConfigDefaults: dict[str, Any] = {"path": ""}
+
+    def __init__(self, app: Application, pipeline: Pipeline, id: str | None = None,
+                 config: Mapping[str, Any] | None = None, path: str | None = None) -> None:
+        super().__init__(app, pipeline, id, config)
+        chosen = self.setting("path", path) or self.Config["path"]
+        if not chosen:
+            raise self.config_error("path", "a file sink needs a path")
+        self.path = Path(chosen)
+        self._file: IO[str] | None = None
+
+    def _target(self) -> Path:
+        run = self.App.Run
+        if run is None:
+            return self.path
+        path = self.path if self.path.is_absolute() else run.output_dir / self.path
+        if run.role != "shard":
+            return path
+        return path.with_name(f"{path.stem}.w{run.worker}{path.suffix}")
+
+    def write(self, context: dict[str, Any], event: Any) -> None:
+        """Append one event."""
+        f = self._file
+        if f is None:
+            target = self._target()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            f = self._file = open(target, "w", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
+        f.write(dumps(event))
+        f.write("\n")
+
+    def flush(self) -> None:
+        """Push buffered lines to the file."""
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None

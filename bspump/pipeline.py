@@ -1,0 +1,161 @@
+"""Pipeline: a source, processors in order, a sink; and the shard-side loop over events."""
+
+from __future__ import annotations
+
+import math
+import traceback
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from bspump.processor import Processor, Sink, Source
+from cluster.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bspump.application import Application, RunInfo
+
+
+class Pipeline:
+    """A chain ``source -> processors... -> sink`` built with :meth:`build`.
+
+    In a cluster run the same class is created in every process: the coordinator
+    runs only its source; each worker runs its processors and sink on its shard.
+    """
+
+    def __init__(self, app: Application, id: str | None = None) -> None:
+        self.App = app
+        self.Id = id or type(self).__name__
+        self.Source: Source | None = None
+        self.Processors: list[Processor] = []
+        self.Sink: Sink | None = None
+        # Event time and sequence number of the event being processed, for analyzers.
+        self.event_time = 0.0
+        self.event_seq = 0
+        self.events_in = 0
+        self.events_out = 0
+        self.dead_letters: list[dict[str, Any]] = []
+        self._chain: list[Callable[[dict[str, Any], Any], Any]] = []
+        app.add_pipeline(self)
+
+    def build(self, source: Source, *processors: Processor) -> None:
+        """Set the source, the processors and (last, when a :class:`Sink`) the sink."""
+        if not isinstance(source, Source):
+            raise ConfigError(f"pipeline {self.Id!r}: build() takes a Source first, "
+                              f"got {type(source).__name__}")
+        chain = list(processors)
+        sink: Sink | None = None
+        if chain and isinstance(chain[-1], Sink):
+            last = chain.pop()
+            assert isinstance(last, Sink)
+            sink = last
+        for p in chain:
+            if not isinstance(p, Processor):
+                raise ConfigError(f"pipeline {self.Id!r}: {p!r} is not a Processor")
+            if isinstance(p, (Source, Sink)):
+                raise ConfigError(f"pipeline {self.Id!r}: {type(p).__name__} {p.Id!r} "
+                                  "must be first (source) or last (sink)")
+        self.Source = source
+        self.Processors = chain
+        self.Sink = sink
+        ids = [p.Id for p in self.pieces()]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ConfigError(f"pipeline {self.Id!r}: several processors with id "
+                              f"{sorted(dup)[0]!r}; give them distinct ids")
+
+    def pieces(self) -> list[Processor]:
+        """Source, processors and sink, in order."""
+        out: list[Processor] = []
+        if self.Source is not None:
+            out.append(self.Source)
+        out.extend(self.Processors)
+        if self.Sink is not None:
+            out.append(self.Sink)
+        return out
+
+    def check_config(self) -> None:
+        """Refuse ``[pipeline:ID:NAME]`` sections that name no piece of this pipeline."""
+        cfg = self.App.Config
+        prefix = f"pipeline:{self.Id}:"
+        for section in cfg.sections():
+            if section.startswith(prefix) and section not in self.App._used_sections:
+                names = ", ".join(sorted({c.__name__ for p in self.pieces()
+                                          for c in type(p).__mro__ if c is not object}
+                                         | {p.Id for p in self.pieces()}))
+                raise ConfigError(f"{cfg.where(section)}: no processor of pipeline {self.Id!r} "
+                                  f"has this id or class (known: {names})")
+
+    # -- the shard-side loop -------------------------------------------------------------
+
+    def start(self, run: RunInfo) -> None:
+        """Prepare every processor and the sink for a run."""
+        for p in [*self.Processors, *([self.Sink] if self.Sink else [])]:
+            p._start(run)
+        self._chain = [p.process for p in self.Processors]
+
+    def process_batch(self, times: Sequence[float], events: Sequence[Any]) -> None:
+        """Run every processor, then the sink, on each event in order.
+
+        An exception raised for one event sends that event to the dead letters
+        and the batch goes on.
+        """
+        chain = self._chain
+        sink = self.Sink.process if self.Sink is not None else None
+        seq = self.event_seq
+        out = 0
+        for t, event in zip(times, events, strict=True):
+            self.event_time = t
+            seq += 1
+            self.event_seq = seq
+            context: dict[str, Any] = {"event_time": t}
+            step: Callable[[dict[str, Any], Any], Any] | None = None
+            try:
+                for step in chain:
+                    event = step(context, event)
+                    if event is None:
+                        break
+                else:
+                    out += 1
+                    if sink is not None:
+                        step = sink
+                        sink(context, event)
+            except Exception as e:
+                self._dead_letter(step, event, e)
+        self.events_in += len(events)
+        self.events_out += out
+
+    def _dead_letter(self, step: Callable[..., Any] | None, event: Any, error: Exception) -> None:
+        owner = getattr(step, "__self__", None)
+        frame = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+        where = f" at {frame.filename}:{frame.lineno}" if frame else ""
+        self.dead_letters.append({
+            "reason": f"{type(error).__name__}: {error}{where}",
+            "processor": getattr(owner, "Id", None),
+            "event_time": self.event_time,
+            "record": event,
+        })
+
+    def advance(self, watermark: float) -> None:
+        """Event time reached ``watermark``: windows close, ticks fire, sessions time out."""
+        for p in self.Processors:
+            p._advance(watermark)
+
+    def finish(self, last_time: float) -> None:
+        """End of input: close every window and session, flush the sink."""
+        for p in self.Processors:
+            p._finish(last_time if math.isfinite(last_time) else 0.0)
+        if self.Sink is not None:
+            self.Sink.close()
+
+    def take_report(self) -> dict[str, Any]:
+        """News for the coordinator since the last report."""
+        report: dict[str, Any] = {}
+        for p in self.Processors:
+            r = p._report()
+            if r:
+                report[p.Id] = r
+        return report
+
+    def take_dead_letters(self) -> list[dict[str, Any]]:
+        """Dead letters since the last call."""
+        dead, self.dead_letters = self.dead_letters, []
+        return dead

@@ -1,0 +1,1 @@
+"""How a BSPump pipeline runs sharded: config, layout, wire format, shared memory, supervisor."""

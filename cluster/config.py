@@ -1,0 +1,368 @@
+"""The INI configuration: loading, typed reading, and the cluster and pipeline settings.
+
+A cluster config is one INI file. A ``pipelines.conf`` in the same folder is read
+first, so the cluster file may override it. Every value remembers the file it came
+from, so an error names file, section and key.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cluster.errors import ConfigError
+
+PIPELINES_CONF = "pipelines.conf"
+
+_TRUE = {"1", "yes", "true", "on"}
+_FALSE = {"0", "no", "false", "off"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configured value and the file it was read from."""
+
+    value: str
+    file: str
+
+
+class Config:
+    """Sections of settings read from one or more INI files, later files winning."""
+
+    def __init__(self, sections: Mapping[str, Mapping[str, Setting]] | None = None,
+                 base_dir: Path | None = None, name: str = "<config>") -> None:
+        self._sections: dict[str, dict[str, Setting]] = {
+            s: dict(kv) for s, kv in (sections or {}).items()
+        }
+        self.base_dir = base_dir or Path.cwd()
+        self.name = name
+
+    # -- loading -----------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Config:
+        """Read ``path`` (and a ``pipelines.conf`` beside it, read first)."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        cfg = cls(base_dir=p.resolve().parent, name=str(p))
+        beside = p.resolve().parent / PIPELINES_CONF
+        if beside.is_file() and beside.resolve() != p.resolve():
+            cfg.read_file(beside)
+        cfg.read_file(p)
+        return cfg
+
+    @classmethod
+    def from_string(cls, text: str, name: str = "<string>") -> Config:
+        """Build a config from INI text (tests and embedded defaults)."""
+        cfg = cls(name=name)
+        cfg.read_string(text, name)
+        return cfg
+
+    def read_file(self, path: Path) -> None:
+        """Merge one INI file into this config."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read: {e}") from None
+        self.read_string(text, str(path))
+
+    def read_string(self, text: str, name: str) -> None:
+        """Merge INI text, attributing its values to ``name``."""
+        parser = configparser.ConfigParser(interpolation=None, strict=True)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            parser.read_string(text, source=name)
+        except configparser.Error as e:
+            raise ConfigError(f"{name}: {' '.join(str(e).split())}") from None
+        for section in parser.sections():
+            target = self._sections.setdefault(section, {})
+            for key, value in parser.items(section, raw=True):
+                target[key] = Setting(value.strip(), name)
+
+    def set(self, section: str, key: str, value: str, file: str = "<override>") -> None:
+        """Set one value (command-line overrides)."""
+        self._sections.setdefault(section, {})[key] = Setting(value, file)
+
+    # -- reading -------------------------------------------------------------------
+
+    def sections(self) -> Iterator[str]:
+        """Names of all sections."""
+        return iter(self._sections)
+
+    def has_section(self, section: str) -> bool:
+        """True when the section exists."""
+        return section in self._sections
+
+    def section(self, section: str) -> dict[str, Setting]:
+        """The settings of a section (empty when it does not exist)."""
+        return dict(self._sections.get(section, {}))
+
+    def where(self, section: str, key: str | None = None) -> str:
+        """Human-readable location: ``file [section] key``."""
+        setting = self._sections.get(section, {}).get(key) if key else None
+        if setting is not None:
+            file = setting.file
+        else:
+            files = {s.file for s in self._sections.get(section, {}).values()}
+            file = files.pop() if len(files) == 1 else self.name
+        return f"{file} [{section}]" + (f" {key}" if key else "")
+
+    def error(self, section: str, key: str | None, message: str) -> ConfigError:
+        """A ConfigError naming file, section and key."""
+        return ConfigError(f"{self.where(section, key)}: {message}")
+
+    def get(self, section: str, key: str, default: str | None = None) -> str | None:
+        """The raw string value, or ``default``."""
+        s = self._sections.get(section, {}).get(key)
+        return default if s is None else s.value
+
+    def get_str(self, section: str, key: str, default: str) -> str:
+        """A string value; empty strings count as given."""
+        value = self.get(section, key)
+        return default if value is None else value
+
+    def get_int(self, section: str, key: str, default: int, minimum: int | None = None,
+                maximum: int | None = None) -> int:
+        """An integer value, checked against its bounds."""
+        raw = self.get(section, key)
+        if raw is None:
+            return default
+        try:
+            value = int(raw.replace("_", ""))
+        except ValueError:
+            raise self.error(section, key, f"expected a whole number, got {raw!r}") from None
+        self._check_bounds(section, key, value, minimum, maximum)
+        return value
+
+    def get_float(self, section: str, key: str, default: float, minimum: float | None = None,
+                  maximum: float | None = None) -> float:
+        """A float value, checked against its bounds."""
+        raw = self.get(section, key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw.replace("_", ""))
+        except ValueError:
+            raise self.error(section, key, f"expected a number, got {raw!r}") from None
+        if value != value:
+            raise self.error(section, key, "expected a number, got NaN")
+        self._check_bounds(section, key, value, minimum, maximum)
+        return value
+
+    def get_bool(self, section: str, key: str, default: bool) -> bool:
+        """A yes/no value."""
+        raw = self.get(section, key)
+        if raw is None:
+            return default
+        low = raw.lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise self.error(section, key, f"expected yes or no, got {raw!r}")
+
+    def _check_bounds(self, section: str, key: str, value: float, minimum: float | None,
+                      maximum: float | None) -> None:
+        if minimum is not None and value < minimum:
+            raise self.error(section, key, f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.error(section, key, f"must be at most {maximum}, got {value}")
+
+    def check_keys(self, section: str, allowed: Iterable[str]) -> None:
+        """Refuse keys of ``section`` that are not in ``allowed``."""
+        allowed_set = set(allowed)
+        for key in self._sections.get(section, {}):
+            if key not in allowed_set:
+                known = ", ".join(sorted(allowed_set)) or "none"
+                raise self.error(section, key, f"unknown key (known keys: {known})")
+
+    def path(self, raw: str) -> Path:
+        """A path from the config: absolute as given, relative to the current folder."""
+        return Path(os.path.expanduser(raw))
+
+
+# -- the settings the runtime reads ----------------------------------------------------
+
+CLUSTER_KEYS = {
+    "pipeline": "module:Class of the pipeline to run (required)",
+    "pipeline_id": "id of the pipeline (default: the class name)",
+    "workers": "number of worker processes (default: number of cores)",
+    "key_groups": "number of key groups keys hash into (default 256)",
+    "output_dir": "where results are written (default ./out)",
+    "batch_size": "events per message to a worker (default 1000)",
+    "max_record_bytes": "records larger than this are dead letters (default 1048576)",
+    "progress": "progress line on stderr: auto, yes or no (default auto: when a terminal)",
+    "max_lag": "seconds of event time workers may run ahead of the merge (default: 8 ticks)",
+}
+
+PIPELINE_KEYS = {
+    "shard_key": "field name, or geo_cell(lat_field, lon_field, degrees)",
+    "time_field": "field with the event time (epoch seconds or ISO-8601); unset: wall clock",
+    "allowed_lateness": "seconds the watermark trails the newest event time (default 0)",
+    "source": "module:Class replacing the pipeline's source",
+    "sink": "module:Class replacing the pipeline's sink",
+}
+
+
+@dataclass(frozen=True)
+class ShardKeySpec:
+    """How the shard key is taken from an event."""
+
+    field: str | None = None
+    geo: tuple[str, str, float] | None = None
+
+    def describe(self) -> str:
+        """The spec as written in the config."""
+        if self.geo is not None:
+            lat, lon, size = self.geo
+            return f"geo_cell({lat}, {lon}, {size:g})"
+        return str(self.field)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """``[pipeline:ID]``: how the coordinator routes and times this pipeline's events."""
+
+    pipeline_id: str
+    shard_key: ShardKeySpec
+    time_field: str | None = None
+    allowed_lateness: float = 0.0
+    source: str | None = None
+    sink: str | None = None
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """``[cluster]`` and the routing part of ``[pipeline:ID]``, validated."""
+
+    config_path: Path
+    pipeline: str
+    pipeline_id: str
+    workers: int
+    key_groups: int
+    output_dir: Path
+    batch_size: int
+    max_record_bytes: int
+    progress: str
+    max_lag: float | None
+    routing: PipelineSettings
+    config: Config = field(repr=False, compare=False, default_factory=Config)
+
+
+def parse_shard_key(cfg: Config, section: str, raw: str) -> ShardKeySpec:
+    """Parse ``user_id`` or ``geo_cell(latitude, longitude, 1.0)``."""
+    text = raw.strip()
+    if text.startswith("geo_cell"):
+        inner = text[len("geo_cell"):].strip()
+        if not (inner.startswith("(") and inner.endswith(")")):
+            raise cfg.error(section, "shard_key",
+                            f"expected geo_cell(lat_field, lon_field, degrees), got {raw!r}")
+        parts = [p.strip() for p in inner[1:-1].split(",")]
+        if len(parts) != 3 or not parts[0] or not parts[1]:
+            raise cfg.error(section, "shard_key",
+                            f"expected geo_cell(lat_field, lon_field, degrees), got {raw!r}")
+        try:
+            size = float(parts[2])
+        except ValueError:
+            raise cfg.error(section, "shard_key",
+                            f"cell size must be a number of degrees, got {parts[2]!r}") from None
+        if not size > 0:
+            raise cfg.error(section, "shard_key", f"cell size must be positive, got {size}")
+        return ShardKeySpec(geo=(parts[0], parts[1], size))
+    if not text or any(c in text for c in "(), "):
+        raise cfg.error(section, "shard_key", f"expected a field name, got {raw!r}")
+    return ShardKeySpec(field=text)
+
+
+def _split_class_ref(cfg: Config, section: str, key: str, raw: str) -> str:
+    module, _, name = raw.partition(":")
+    if not module or not name:
+        raise cfg.error(section, key, f"expected module:Class, got {raw!r}")
+    return raw
+
+
+def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = None,
+                          output_dir: str | None = None) -> ClusterSettings:
+    """Validate ``[cluster]`` and ``[pipeline:ID]``; raise ConfigError naming the key."""
+    if not cfg.has_section("cluster"):
+        raise ConfigError(f"{config_path}: missing section [cluster]")
+    cfg.check_keys("cluster", CLUSTER_KEYS)
+    pipeline = cfg.get("cluster", "pipeline")
+    if not pipeline:
+        raise cfg.error("cluster", "pipeline", "missing key (module:Class of the pipeline)")
+    _split_class_ref(cfg, "cluster", "pipeline", pipeline)
+    pipeline_id = cfg.get_str("cluster", "pipeline_id", pipeline.partition(":")[2])
+    key_groups = cfg.get_int("cluster", "key_groups", 256, minimum=1, maximum=1 << 20)
+    n = workers if workers is not None else cfg.get_int(
+        "cluster", "workers", os.cpu_count() or 1, minimum=1)
+    if n < 1:
+        raise ConfigError("--workers must be at least 1")
+    if n > key_groups:
+        raise cfg.error("cluster", "workers",
+                        f"{n} workers but only {key_groups} key groups: raise key_groups")
+    out = Path(output_dir) if output_dir else cfg.path(cfg.get_str("cluster", "output_dir", "out"))
+    progress = cfg.get_str("cluster", "progress", "auto").lower()
+    if progress not in ("auto", "yes", "no"):
+        raise cfg.error("cluster", "progress", f"expected auto, yes or no, got {progress!r}")
+    max_lag_raw = cfg.get("cluster", "max_lag")
+    max_lag = None if max_lag_raw is None else cfg.get_float("cluster", "max_lag", 0.0,
+                                                               minimum=0.0)
+
+    section = f"pipeline:{pipeline_id}"
+    if not cfg.has_section(section):
+        raise ConfigError(f"{config_path}: missing section [{section}] (it names shard_key)")
+    cfg.check_keys(section, PIPELINE_KEYS)
+    raw_key = cfg.get(section, "shard_key")
+    if not raw_key:
+        raise cfg.error(section, "shard_key", "missing key (a field such as user_id)")
+    source = cfg.get(section, "source")
+    sink = cfg.get(section, "sink")
+    routing = PipelineSettings(
+        pipeline_id=pipeline_id,
+        shard_key=parse_shard_key(cfg, section, raw_key),
+        time_field=cfg.get(section, "time_field") or None,
+        allowed_lateness=cfg.get_float(section, "allowed_lateness", 0.0, minimum=0.0),
+        source=_split_class_ref(cfg, section, "source", source) if source else None,
+        sink=_split_class_ref(cfg, section, "sink", sink) if sink else None,
+    )
+    return ClusterSettings(
+        config_path=config_path,
+        pipeline=pipeline,
+        pipeline_id=pipeline_id,
+        workers=n,
+        key_groups=key_groups,
+        output_dir=out,
+        batch_size=cfg.get_int("cluster", "batch_size", 1000, minimum=1, maximum=1_000_000),
+        max_record_bytes=cfg.get_int("cluster", "max_record_bytes", 1 << 20, minimum=64),
+        progress=progress,
+        max_lag=max_lag,
+        routing=routing,
+        config=cfg,
+    )
+
+
+def import_object(cfg: Config, section: str, key: str, ref: str) -> object:
+    """Import ``module:Name`` with the config file's folder on ``sys.path``."""
+    import importlib
+    import sys
+
+    module_name, _, attr = ref.partition(":")
+    base = str(cfg.base_dir)
+    if base not in sys.path:
+        sys.path.insert(0, base)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise cfg.error(section, key, f"cannot import {module_name!r}: "
+                                      f"{type(e).__name__}: {e}") from None
+    obj: object = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise cfg.error(section, key, f"module {module_name!r} has no {attr!r}") from None
+    return obj

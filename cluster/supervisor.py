@@ -1,0 +1,243 @@
+"""The process supervisor behind ``bspump-cluster run``.
+
+It starts the coordinator (which validates the whole config and binds its
+sockets), then the workers, and watches them all:
+
+- signals are blocked while children start, so none is left half-started;
+- workers ignore SIGINT: Ctrl-C is handled here, once;
+- the first SIGINT/SIGTERM asks the coordinator to stop, the second kills everyone;
+- a worker that dies unexpectedly is named, and the run is stopped with exit 3;
+- every child asks Linux to kill it if the supervisor dies, so nothing is orphaned;
+- the run's shared-memory segments and sockets are removed on the way out, and
+  leftovers of earlier runs whose supervisor died are removed on the way in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cluster import shm
+from cluster.config import ClusterSettings
+
+log = logging.getLogger("bspump-cluster")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_WORKER_DIED = 3
+STOP_GRACE = 4.0  # seconds between asking to stop and killing: everything is gone within 5 s
+READY_TIMEOUT = 120.0
+
+
+def describe_exit(code: int) -> str:
+    """``exit code 3`` or ``killed by SIGKILL``."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class _Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+
+
+class Supervisor:
+    """Runs one coordinator and N workers until the input ends or a signal arrives."""
+
+    def __init__(self, settings: ClusterSettings, in_process: bool = False) -> None:
+        self.settings = settings
+        self.in_process = in_process
+        self.workers = 1 if in_process else settings.workers
+        self.run_id = f"{os.getpid()}.{os.urandom(4).hex()}"
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"bspump-cluster-{self.run_id}-"))
+        os.chmod(self.run_dir, 0o700)
+        self.coordinator: _Child | None = None
+        self.worker_procs: list[_Child] = []
+        self._signals = 0
+        self._stop_sent_at: float | None = None
+
+    def _python(self, module: str, *args: str) -> list[str]:
+        return [sys.executable, "-m", module, *args]
+
+    def _spawn(self, name: str, argv: list[str], pass_fds: tuple[int, ...] = (),
+               stdin: int | None = None) -> _Child:
+        # Children start with SIGINT/SIGTERM blocked (inherited mask); each unblocks itself
+        # by exec: the mask is reset in the child before exec below.
+        proc = subprocess.Popen(argv, pass_fds=pass_fds, stdin=stdin,
+                                preexec_fn=_child_setup)
+        return _Child(name, proc)
+
+    def start(self) -> int | None:
+        """Start the coordinator, wait for it to be ready, start the workers."""
+        removed = shm.remove_stale()
+        if removed:
+            log.info("removed %d shared-memory segments left by earlier runs", len(removed))
+        s = self.settings
+        read_fd, write_fd = os.pipe()
+        common = ["--config", str(s.config_path), "--run-id", self.run_id,
+                  "--run-dir", str(self.run_dir), "--output-dir", str(s.output_dir)]
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            args = [*common, "--workers", str(self.workers), "--ready-fd", str(write_fd)]
+            if self.in_process:
+                args.append("--in-process")
+            self.coordinator = self._spawn("coordinator", self._python("coordinator", *args),
+                                           pass_fds=(write_fd,))
+            os.close(write_fd)
+            ring_span = self._await_ready(read_fd)
+            if ring_span is None:
+                assert self.coordinator is not None
+                return self.coordinator.proc.wait()
+            if not self.in_process:
+                for w in range(self.workers):
+                    argv = self._python("workers", *common, "--worker", str(w),
+                                        "--workers", str(self.workers),
+                                        "--parent", str(os.getpid()),
+                                        "--ring-span", ring_span)
+                    self.worker_procs.append(
+                        self._spawn(f"worker {w}", argv, stdin=subprocess.DEVNULL))
+        finally:
+            os.close(read_fd)
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        log.info("run %s: coordinator pid %d, %d workers (%s)", self.run_id,
+                 self.coordinator.proc.pid, len(self.worker_procs),
+                 ", ".join(str(c.proc.pid) for c in self.worker_procs) or "in-process")
+        return None
+
+    def _await_ready(self, fd: int) -> str | None:
+        assert self.coordinator is not None
+        deadline = time.monotonic() + READY_TIMEOUT
+        buf = b""
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if r:
+                chunk = os.read(fd, 256)
+                if not chunk:
+                    return None  # coordinator exited before it was ready (config error)
+                buf += chunk
+                if buf.endswith(b"\n"):
+                    return buf.decode().split()[1]
+            elif self.coordinator.proc.poll() is not None:
+                return None
+        log.error("coordinator not ready after %.0f s", READY_TIMEOUT)
+        self.coordinator.proc.kill()
+        return None
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("%s: stopping (again to kill)", signal.Signals(signum).name)
+            self._ask_stop()
+        else:
+            self.kill_all()
+
+    def _ask_stop(self) -> None:
+        self._stop_sent_at = time.monotonic()
+        if self.coordinator and self.coordinator.proc.poll() is None:
+            self.coordinator.proc.send_signal(signal.SIGTERM)
+
+    def kill_all(self) -> None:
+        """SIGKILL every child still running."""
+        for child in self._children():
+            if child.proc.poll() is None:
+                child.proc.kill()
+
+    def _children(self) -> list[_Child]:
+        return ([self.coordinator] if self.coordinator else []) + self.worker_procs
+
+    def watch(self) -> int:
+        """Wait for the run to end; return the exit code of the whole run."""
+        assert self.coordinator is not None
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        coord = self.coordinator.proc
+        while True:
+            rc = coord.poll()
+            if rc is not None:
+                self._drain_workers(clean=rc == 0)
+                if self._signals:
+                    return 130 if rc in (0, 143) and self._signals else rc
+                return rc if rc >= 0 else EXIT_FAILED
+            for child in self.worker_procs:
+                wrc = child.proc.poll()
+                if wrc is not None and wrc != 0 and self._stop_sent_at is None:
+                    log.error("%s (pid %d) died: %s; stopping the run", child.name,
+                              child.proc.pid, describe_exit(wrc))
+                    self._ask_stop()
+                    self._wait_all(STOP_GRACE)
+                    self.kill_all()
+                    return EXIT_WORKER_DIED
+            if self._stop_sent_at is not None and \
+                    time.monotonic() - self._stop_sent_at > STOP_GRACE:
+                log.error("children still running %.0f s after stop: killing them", STOP_GRACE)
+                self.kill_all()
+            time.sleep(0.05)
+
+    def _wait_all(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for child in self._children():
+            left = max(0.0, deadline - time.monotonic())
+            try:
+                child.proc.wait(left)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _drain_workers(self, clean: bool) -> None:
+        # After a clean finish workers exit by themselves right after their last report.
+        if not clean:
+            for child in self.worker_procs:
+                if child.proc.poll() is None:
+                    child.proc.terminate()
+        self._wait_all(STOP_GRACE if clean else 1.0)
+        self.kill_all()
+        for child in self.worker_procs:
+            child.proc.wait()
+
+    def cleanup(self) -> None:
+        """Kill what is left, remove shared memory and the run directory."""
+        self.kill_all()
+        for child in self._children():
+            try:
+                child.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        shm.unlink_run(self.run_id)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _child_setup() -> None:
+    """In the child before exec: die with the supervisor, unblock signals."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def run(settings: ClusterSettings, in_process: bool = False) -> int:
+    """Run a cluster to completion; the exit code of ``bspump-cluster run``."""
+    sup = Supervisor(settings, in_process=in_process)
+    try:
+        rc = sup.start()
+        if rc is not None:
+            return rc
+        return sup.watch()
+    finally:
+        sup.cleanup()

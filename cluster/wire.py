@@ -1,0 +1,58 @@
+"""Messages between the coordinator and workers: msgpack lists tagged by kind.
+
+Down (coordinator to one worker, one ordered channel per worker, so control is
+ordered with data):
+
+- ``[DATA, times, events]``: a batch of events and their event times
+- ``[WATERMARK, seq, watermark]``: event time has reached ``watermark``; ack it
+- ``[END, seq]``: end of input; close everything, report, exit
+- ``[STOP]``: stop now without a final report
+
+Up (every worker to the coordinator, one shared channel):
+
+- ``[HELLO, worker, pid, segments]``: booted; ``segments`` lists shared arrays
+- ``[ACK, worker, seq, watermark, report]``: done with everything before ``seq``
+- ``[DONE, worker, seq, report]``: end of input processed
+- ``[OUTPUT, worker, text]``: whole lines the worker's analyzers printed
+- ``[FAILED, worker, message]``: the worker cannot go on
+
+Nothing is pickled: a crafted message cannot run code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+DATA = 1
+WATERMARK = 2
+END = 3
+STOP = 4
+
+HELLO = 10
+ACK = 11
+DONE = 12
+OUTPUT = 13
+FAILED = 14
+
+
+def _default(obj: Any) -> Any:
+    # numpy scalars and sets show up in user events; anything else becomes its string.
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def pack(message: list[Any]) -> bytes:
+    """Encode one message."""
+    return msgpack.packb(message, use_bin_type=True, default=_default)
+
+
+def unpack(data: bytes | memoryview) -> list[Any]:
+    """Decode one message."""
+    result: list[Any] = msgpack.unpackb(data, raw=False, strict_map_key=False,
+                                        use_list=True)
+    return result

@@ -1,0 +1,1 @@
+"""The coordinator process: source intake, routing, watermarks, merge of shard state."""

@@ -1,0 +1,84 @@
+"""Start the coordinator: validate, bind, tell the supervisor, run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bspump.application import ROLE_SHARD
+from cluster.config import Config, load_cluster_settings
+from cluster.errors import ClusterError, ConfigError
+from coordinator.runtime import EXIT_FAILED, Coordinator
+from coordinator.transport import LocalTransport, ZmqTransport
+
+EXIT_CONFIG = 2
+
+
+def _ready(fd: int | None, ring_span: float) -> None:
+    if fd is None:
+        return
+    os.write(fd, f"ready {ring_span!r}\n".encode())
+    os.close(fd)
+
+
+async def _run_local(coord: Coordinator) -> int:
+    from workers.runtime import ShardRuntime
+
+    run = dataclasses.replace(coord.run_info, role=ROLE_SHARD, worker=0, workers=1)
+    shard = ShardRuntime(coord.settings, run)
+    return await coord.run(LocalTransport(shard))
+
+
+def run_in_process(config: str | os.PathLike[str], output_dir: str | None = None,
+                   run_id: str | None = None) -> int:
+    """Run a config with coordinator and one shard in this process (the in-process topology)."""
+    from cluster import shm
+
+    cfg = Config.load(config)
+    settings = load_cluster_settings(cfg, Path(config), workers=1, output_dir=output_dir)
+    rid = run_id or f"{os.getpid()}.local{os.urandom(3).hex()}"
+    try:
+        coord = Coordinator(settings, rid, 1)
+        return asyncio.run(_run_local(coord))
+    finally:
+        shm.unlink_run(rid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m coordinator``: started by the supervisor."""
+    ap = argparse.ArgumentParser(prog="python -m coordinator")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--workers", type=int, required=True)
+    ap.add_argument("--run-id", required=True)
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--output-dir", required=True)
+    ap.add_argument("--ready-fd", type=int)
+    ap.add_argument("--in-process", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="bspump-cluster: %(message)s",
+                        stream=sys.stderr)
+    try:
+        cfg = Config.load(args.config)
+        settings = load_cluster_settings(cfg, Path(args.config), workers=args.workers,
+                                         output_dir=args.output_dir)
+        coord = Coordinator(settings, args.run_id, 1 if args.in_process else args.workers)
+    except ConfigError as e:
+        print(f"bspump-cluster: config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ClusterError as e:
+        print(f"bspump-cluster: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.in_process:
+        _ready(args.ready_fd, coord.timing.ring_span)
+        return asyncio.run(_run_local(coord))
+    transport = ZmqTransport(args.run_dir, args.workers)
+    try:
+        _ready(args.ready_fd, coord.timing.ring_span)
+        return asyncio.run(coord.run(transport))
+    finally:
+        transport.close()

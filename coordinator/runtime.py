@@ -1,0 +1,453 @@
+"""The coordinator: reads the source, routes events, drives event time, merges shards.
+
+One asyncio loop does three things at once: it reads source batches (a task
+feeding a small queue), routes them through :class:`cluster.intake.Intake` to the
+workers' channels, and receives the workers' acks. When every worker has acked a
+watermark, the windows that closed by then are read in place from the workers'
+shared memory and merged into the output.
+
+Flow control: data is sent only while the newest watermark sent is at most
+``max_lag`` seconds ahead of the newest one every worker has acked, so a worker
+never reuses a window slot the coordinator has not read yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from bspump.analyzer import SessionAnalyzer, TimeWindowAnalyzer
+from bspump.application import ROLE_COORDINATOR, RunInfo
+from bspump.loader import load_pipeline
+from bspump.matrix import PersistentMatrix
+from bspump.processor import SourceBatch
+from cluster import wire
+from cluster.config import ClusterSettings
+from cluster.errors import ClusterError, WorkerDied
+from cluster.intake import Intake
+from cluster.layout import Layout
+from cluster.merge import WindowMerger
+from cluster.outputs import RunOutputs, number, save_npy
+from cluster.shm import Segment
+from coordinator.transport import Transport
+
+log = logging.getLogger("bspump-cluster.coordinator")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_STOPPED = 143
+HELLO_TIMEOUT = 60.0
+_EOF = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """Event-time granularity of a run."""
+
+    tick: float
+    max_lag: float
+    ring_span: float
+
+
+def timing_of(pipeline: Any, settings: ClusterSettings) -> Timing:
+    """Tick = the finest window resolution (or a fraction of the shortest session timeout)."""
+    resolutions = [p.resolution for p in pipeline.Processors if isinstance(p, TimeWindowAnalyzer)]
+    timeouts = [p.session_timeout for p in pipeline.Processors if isinstance(p, SessionAnalyzer)]
+    if resolutions:
+        tick = min(resolutions)
+    elif timeouts:
+        tick = max(min(timeouts) / 4, 0.001)
+    else:
+        tick = 60.0 if settings.routing.time_field else 1.0
+    max_lag = settings.max_lag if settings.max_lag is not None else 8 * tick
+    span = settings.routing.allowed_lateness + max_lag + 2 * tick
+    return Timing(tick, max_lag, span)
+
+
+def _fmt_time(t: float) -> str:
+    if not math.isfinite(t):
+        return "-"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Coordinator:
+    """Routes one pipeline's events to its workers and merges their state."""
+
+    def __init__(self, settings: ClusterSettings, run_id: str, workers: int) -> None:
+        self.settings = settings
+        self.workers = workers
+        run = RunInfo(role=ROLE_COORDINATOR, run_id=run_id, workers=workers,
+                      output_dir=settings.output_dir,
+                      event_time=settings.routing.time_field is not None,
+                      max_record_bytes=settings.max_record_bytes)
+        self.app, self.pipeline = load_pipeline(settings, run)
+        self.timing = timing_of(self.pipeline, settings)
+        self.run_info = dataclasses.replace(run, ring_span=self.timing.ring_span)
+        self.event_time = run.event_time
+        self.layout = Layout(workers, settings.key_groups)
+        self.intake = Intake(settings.routing, self.layout, self.timing.tick)
+        self.outputs = RunOutputs(settings.output_dir, self.pipeline.Id)
+        self.mergers = {p.Id: WindowMerger(p.Id, p.resolution, workers)
+                        for p in self.pipeline.Processors if isinstance(p, TimeWindowAnalyzer)}
+        self.shard_matrices: dict[str, list[np.ndarray | None]] = {
+            mid: [None] * workers for mid in self.app.Matrices}
+        self._segments: list[Segment] = []
+        self.acked = [-math.inf] * workers
+        self.done = [False] * workers
+        self.merged_w = -math.inf
+        self.sent_w = -math.inf
+        self.seq = 0
+        self.position: Any = None
+        self.records_read = 0
+        self.dead = 0
+        self.late = 0
+        self.sent = [0] * workers
+        self.processed = [0] * workers
+        self.sessions_ended = 0
+        self.window_rows = 0
+        self._progress = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._failure: BaseException | None = None
+        self.started = time.monotonic()
+        self._show_progress = settings.progress == "yes" or (
+            settings.progress == "auto" and sys.stderr.isatty())
+        self._last_progress = (self.started, 0, [0] * workers)
+
+    # -- startup --------------------------------------------------------------------------
+
+    def prepare_output(self) -> None:
+        """Create the output folder and clear the result files of an earlier run."""
+        out = self.settings.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        pid = self.pipeline.Id
+        stale = [*out.glob(f"{pid}.*.windows.jsonl"), *out.glob(f"{pid}.*.sessions.jsonl"),
+                 out / "dead-letters.jsonl", out / "late-events.jsonl", out / "summary.json",
+                 *(out / f"{mid}.npy" for mid in self.app.Matrices)]
+        for path in stale:
+            path.unlink(missing_ok=True)
+
+    async def _await_hellos(self, transport: Transport) -> None:
+        pending = set(range(self.workers))
+        deadline = time.monotonic() + HELLO_TIMEOUT
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WorkerDied(f"workers {sorted(pending)} did not start within "
+                                 f"{HELLO_TIMEOUT:.0f} s")
+            msg = await asyncio.wait_for(transport.recv(), left)
+            kind = msg[0]
+            if kind == wire.FAILED:
+                raise WorkerDied(f"worker {msg[1]} could not start: {msg[2]}")
+            if kind == wire.OUTPUT:
+                self._print(msg[2])
+                continue
+            if kind != wire.HELLO:
+                raise WorkerDied(f"unexpected message {kind} before hello")
+            worker, _pid, table = msg[1], msg[2], msg[3]
+            self._attach(worker, table)
+            pending.discard(worker)
+
+    def _attach(self, worker: int, table: dict[str, list[Any]]) -> None:
+        for logical, (name, shape, dtype) in table.items():
+            seg = Segment.attach(name, tuple(shape), dtype)
+            self._segments.append(seg)
+            if logical.startswith("m.") and logical[2:] in self.shard_matrices:
+                self.shard_matrices[logical[2:]][worker] = seg.array
+            elif logical.endswith(".windows"):
+                aid = logical[len(self.pipeline.Id) + 1: -len(".windows")]
+                if aid in self.mergers:
+                    self.mergers[aid].attach(worker, seg.array)
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    async def _receive(self, transport: Transport) -> None:
+        while True:
+            msg = await transport.recv()
+            kind = msg[0]
+            if kind == wire.ACK:
+                _, worker, seq, watermark, report = msg
+                self._apply(worker, report)
+                if seq != -1:
+                    self.acked[worker] = watermark
+                    self._merge(min(self.acked))
+            elif kind == wire.DONE:
+                _, worker, _seq, report = msg
+                self._apply(worker, report)
+                self.done[worker] = True
+                self._progress.set()
+            elif kind == wire.OUTPUT:
+                self._print(msg[2])
+            elif kind == wire.FAILED:
+                raise WorkerDied(f"worker {msg[1]} failed: {msg[2]}")
+            else:
+                raise WorkerDied(f"unexpected message kind {kind} from a worker")
+
+    def _print(self, text: str) -> None:
+        if self._show_progress:
+            sys.stderr.write("\r\x1b[K")
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def _apply(self, worker: int, report: dict[str, Any]) -> None:
+        for aid, news in (report.get("analyzers") or {}).items():
+            merger = self.mergers.get(aid)
+            if merger is not None:
+                merger.report(worker, news.get("keys", ()), news.get("closed", ()))
+            ended = news.get("ended")
+            if ended:
+                out = self.outputs.sessions(aid)
+                for key, first, last, events in ended:
+                    out.write({"key": key, "start": number(first), "end": number(last),
+                               "events": events})
+                self.sessions_ended += len(ended)
+        for d in report.get("dead") or ():
+            self.outputs.dead_letter(d["reason"], d["record"], worker=worker,
+                                     processor=d.get("processor"), event_time=d.get("event_time"))
+            self.dead += 1
+        if "events_in" in report:
+            self.processed[worker] = report["events_in"]
+
+    def _merge(self, watermark: float) -> None:
+        if watermark <= self.merged_w:
+            return
+        for aid, merger in self.mergers.items():
+            rows = merger.emit(watermark)
+            if rows:
+                out = self.outputs.windows(aid)
+                for row in rows:
+                    out.write(row)
+                self.window_rows += len(rows)
+        self.outputs.flush()
+        self.merged_w = watermark
+        self._progress.set()
+
+    # -- sending -----------------------------------------------------------------------------------
+
+    async def _wait(self, ready: Any) -> None:
+        """Wait until ``ready()`` holds; a failed receiver ends the wait with its error."""
+        while not ready():
+            if self._failure is not None:
+                raise self._failure
+            if self._stop.is_set():
+                raise asyncio.CancelledError
+            self._progress.clear()
+            waiter = asyncio.create_task(self._progress.wait())
+            stopper = asyncio.create_task(self._stop.wait())
+            _, pending = await asyncio.wait({waiter, stopper}, timeout=1.0,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for t in pending:
+                t.cancel()
+
+    async def _send_data(self, transport: Transport, worker: int, times: list[float],
+                         events: list[Any]) -> None:
+        size = self.settings.batch_size
+        for i in range(0, len(events), size):
+            await transport.send(worker, [wire.DATA, times[i:i + size], events[i:i + size]])
+        self.sent[worker] += len(events)
+
+    async def _send_watermark(self, transport: Transport, watermark: float) -> None:
+        self.seq += 1
+        for w in range(self.workers):
+            await transport.send(w, [wire.WATERMARK, self.seq, watermark])
+        self.sent_w = watermark
+
+    async def _route(self, transport: Transport, batch: SourceBatch) -> None:
+        for raw, reason in batch.dead:
+            self.outputs.dead_letter(reason, raw)
+            self.dead += 1
+        self.records_read += len(batch.records) + len(batch.dead)
+        result = self.intake.feed(batch.records, None if self.event_time else time.time())
+        for r in result.dead:
+            self.outputs.dead_letter(r.reason, r.record)
+        self.dead += len(result.dead)
+        for r in result.late:
+            self.outputs.late(r.record, r.event_time, self.intake.watermark)
+        self.late += len(result.late)
+        lag = self.timing.max_lag
+        for chunk in result.chunks:
+            await self._wait(lambda: not self.sent_w - self.merged_w > lag)
+            for w in range(self.workers):
+                if chunk.events[w]:
+                    await self._send_data(transport, w, chunk.times[w], chunk.events[w])
+            if chunk.watermark is not None:
+                await self._send_watermark(transport, chunk.watermark)
+        self.position = batch.position
+
+    # -- the run --------------------------------------------------------------------------------
+
+    async def _read(self, queue: asyncio.Queue[Any]) -> None:
+        source = self.pipeline.Source
+        assert source is not None
+        try:
+            async for batch in source.batches():
+                await queue.put(batch)
+        finally:
+            await queue.put(_EOF)
+
+    def _next_tick_in(self) -> float | None:
+        if self.event_time:
+            return None
+        tick = self.timing.tick
+        now = time.time()
+        return max(0.0, (math.floor(now / tick) + 1) * tick - now)
+
+    async def run(self, transport: Transport) -> int:
+        """Run to the end of the input (or a stop signal); return the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        self.prepare_output()
+        try:
+            await self._await_hellos(transport)
+        except (WorkerDied, TimeoutError) as e:
+            log.error("%s", e)
+            return EXIT_FAILED
+        receiver = asyncio.create_task(self._receive(transport))
+        receiver.add_done_callback(self._receiver_done)
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
+        reader = asyncio.create_task(self._read(queue))
+        rc = EXIT_OK
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                stopper = asyncio.ensure_future(self._stop.wait())
+                done, _ = await asyncio.wait({getter, stopper}, timeout=self._next_tick_in(),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if getter not in done:
+                    getter.cancel()
+                if self._failure is not None:
+                    raise self._failure
+                if self._stop.is_set():
+                    rc = EXIT_STOPPED
+                    break
+                if getter in done:
+                    item = getter.result()
+                    if item is _EOF:
+                        reader.result() if reader.done() else None
+                        break
+                    await self._route(transport, item)
+                if not self.event_time:
+                    w = self.intake.clock(time.time())
+                    if w is not None:
+                        await self._send_watermark(transport, w)
+                self._tick_progress()
+            if rc == EXIT_OK:
+                await self._finish(transport)
+        except asyncio.CancelledError:
+            rc = EXIT_STOPPED
+        except (ClusterError, OSError) as e:
+            log.error("%s", e)
+            rc = EXIT_FAILED
+        finally:
+            reader.cancel()
+            if rc != EXIT_OK:
+                for w in range(self.workers):
+                    try:
+                        await asyncio.wait_for(transport.send(w, [wire.STOP]), 0.5)
+                    except (TimeoutError, Exception):
+                        pass
+            receiver.cancel()
+            self.outputs.close()
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                exc = reader.exception()
+                log.error("source failed: %s: %s", type(exc).__name__, exc)
+                rc = EXIT_FAILED
+        self._summary(rc)
+        return rc
+
+    def _receiver_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._failure = task.exception()
+            self._progress.set()
+
+    async def _finish(self, transport: Transport) -> None:
+        if self.event_time:
+            last = self.intake.max_time if math.isfinite(self.intake.max_time) else 0.0
+        else:
+            last = time.time()
+        self.seq += 1
+        for w in range(self.workers):
+            await transport.send(w, [wire.END, self.seq, last])
+        await self._wait(lambda: all(self.done))
+        self._merge(math.inf)
+        for mid, matrix in self.app.Matrices.items():
+            arrays = [a for a in self.shard_matrices[mid] if a is not None]
+            total = np.sum(arrays, axis=0) if arrays else matrix.Array
+            save_npy(self.settings.output_dir / f"{mid}.npy", total)
+            if isinstance(matrix, PersistentMatrix):
+                save_npy(matrix.path, total)
+
+    # -- progress and summary ------------------------------------------------------------------
+
+    def _tick_progress(self) -> None:
+        if not self._show_progress:
+            return
+        now = time.monotonic()
+        t0, n0, w0 = self._last_progress
+        if now - t0 < 1.0:
+            return
+        dt = now - t0
+        rate = (self.records_read - n0) / dt
+        per = "  ".join(f"w{w} {(p - q) / dt:,.0f}/s"
+                        for w, (p, q) in enumerate(zip(self.processed, w0, strict=True)))
+        sys.stderr.write(f"\r\x1b[K{self.records_read:,} events  {rate:,.0f}/s  {per}  "
+                         f"watermark {_fmt_time(self.intake.watermark)}")
+        sys.stderr.flush()
+        self._last_progress = (now, self.records_read, list(self.processed))
+
+    def summary(self, rc: int) -> dict[str, Any]:
+        """Figures of the run, as written to ``summary.json``."""
+        elapsed = time.monotonic() - self.started
+        return {
+            "pipeline": self.pipeline.Id,
+            "workers": self.workers,
+            "exit_code": rc,
+            "elapsed_s": round(elapsed, 3),
+            "records_read": self.records_read,
+            "events_routed": sum(self.sent),
+            "events_per_s": round(self.records_read / elapsed, 1) if elapsed > 0 else None,
+            "dead_letters": self.dead,
+            "late_events": self.late,
+            "per_worker_events": list(self.processed),
+            "window_rows": self.window_rows,
+            "sessions_ended": self.sessions_ended,
+            "watermark": self.intake.watermark if math.isfinite(self.intake.watermark) else None,
+            "source_position": self.position,
+        }
+
+    def _summary(self, rc: int) -> None:
+        s = self.summary(rc)
+        try:
+            self.outputs.write_summary(s)
+        except OSError as e:
+            log.error("cannot write summary: %s", e)
+        if self._show_progress:
+            sys.stderr.write("\r\x1b[K")
+        state = "finished" if rc == EXIT_OK else ("stopped" if rc == EXIT_STOPPED else "FAILED")
+        out = self.settings.output_dir
+        lines = [
+            f"bspump-cluster: {state} in {s['elapsed_s']:.2f} s, {self.workers} workers",
+            f"  events read   {s['records_read']:>12,}  ({s['events_per_s'] or 0:,.0f}/s)",
+            f"  dead letters  {self.dead:>12,}" + (f"  -> {out / 'dead-letters.jsonl'}"
+                                                  if self.dead else ""),
+            f"  late events   {self.late:>12,}" + (f"  -> {out / 'late-events.jsonl'}"
+                                                  if self.late else ""),
+            *(f"  worker {w:<6} {n:>12,} events" for w, n in enumerate(self.processed)),
+            f"  window rows   {self.window_rows:>12,}   sessions ended {self.sessions_ended:,}",
+            f"  results in {out}",
+        ]
+        sys.stderr.write("\n".join(lines) + "\n")
+        sys.stderr.flush()

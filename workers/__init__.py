@@ -1,0 +1,1 @@
+"""The worker process: runs the whole pipeline on its shard of the keys."""

@@ -1,0 +1,186 @@
+"""The worker: receive batches for its shard, run the whole pipeline, report.
+
+:class:`ShardRuntime` holds the protocol (what a worker does on each message) and
+knows nothing of sockets, so the in-process topology runs the very same code.
+:func:`serve` is the worker process's loop over ZeroMQ.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import zmq
+
+from bspump.application import ROLE_SHARD, RunInfo
+from bspump.loader import load_pipeline
+from cluster import wire
+from cluster.config import ClusterSettings
+
+log = logging.getLogger("bspump-cluster.worker")
+
+
+class ShardRuntime:
+    """One shard of the pipeline and its answers to the coordinator's messages."""
+
+    def __init__(self, settings: ClusterSettings, run: RunInfo) -> None:
+        self.run = run
+        self.worker = run.worker
+        self.app, self.pipeline = load_pipeline(settings, run)
+        self.pipeline.start(run)
+        self.finished = False
+
+    def hello(self) -> list[Any]:
+        """The first message: who we are and where our shared arrays are."""
+        return [wire.HELLO, self.worker, os.getpid(), self.app.segment_table()]
+
+    def _report(self) -> dict[str, Any]:
+        p = self.pipeline
+        return {"analyzers": p.take_report(), "dead": p.take_dead_letters(),
+                "events_in": p.events_in, "events_out": p.events_out}
+
+    def handle(self, msg: list[Any]) -> list[Any] | None:
+        """Act on one message; return the reply to send, if any."""
+        kind = msg[0]
+        if kind == wire.DATA:
+            self.pipeline.process_batch(msg[1], msg[2])
+            dead = self.pipeline.dead_letters
+            if len(dead) >= 1000:
+                # Do not let a run of failing events pile up until the next tick.
+                dead_now = self.pipeline.take_dead_letters()
+                return [wire.ACK, self.worker, -1, None, {"dead": dead_now}]
+            return None
+        if kind == wire.WATERMARK:
+            seq, watermark = msg[1], msg[2]
+            self.pipeline.advance(watermark)
+            return [wire.ACK, self.worker, seq, watermark, self._report()]
+        if kind == wire.END:
+            seq, last_time = msg[1], msg[2]
+            self.pipeline.finish(last_time)
+            self.finished = True
+            return [wire.DONE, self.worker, seq, self._report()]
+        if kind == wire.STOP:
+            self.finished = True
+            return None
+        raise ValueError(f"unknown message kind {kind!r}")
+
+
+class LineCapture(io.TextIOBase):
+    """Stands in for stdout on a worker: whole lines go to the coordinator."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._pending = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        if s:
+            self._parts.append(s)
+            self._pending = True
+        return len(s)
+
+    def take_lines(self, everything: bool = False) -> str:
+        """Complete lines written so far (all text when ``everything``)."""
+        if not self._pending:
+            return ""
+        text = "".join(self._parts)
+        cut = len(text) if everything else text.rfind("\n") + 1
+        self._parts = [text[cut:]] if cut < len(text) else []
+        self._pending = bool(self._parts)
+        return text[:cut]
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL us when the supervisor dies, so no worker is orphaned."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def serve(settings: ClusterSettings, run: RunInfo, run_dir: str, parent_pid: int) -> int:
+    """The worker process: connect, say hello, handle messages until END or STOP."""
+    _die_with_parent()
+    if os.getppid() != parent_pid:
+        return 1
+    ctx = zmq.Context()
+    down = ctx.socket(zmq.PULL)
+    down.setsockopt(zmq.RCVHWM, 64)
+    down.connect(f"ipc://{run_dir}/w{run.worker}.ipc")
+    up = ctx.socket(zmq.PUSH)
+    up.setsockopt(zmq.LINGER, 5000)
+    up.connect(f"ipc://{run_dir}/up.ipc")
+    capture = LineCapture()
+    real_stdout = sys.stdout
+    sys.stdout = capture
+    try:
+        try:
+            shard = ShardRuntime(settings, run)
+        except Exception as e:
+            up.send(wire.pack([wire.FAILED, run.worker, f"{type(e).__name__}: {e}"]))
+            return 1
+        up.send(wire.pack(shard.hello()))
+        poller = zmq.Poller()
+        poller.register(down, zmq.POLLIN)
+        while not shard.finished:
+            if not poller.poll(1000):
+                if os.getppid() != parent_pid:
+                    return 1
+                continue
+            msg = wire.unpack(down.recv(copy=False).buffer)
+            reply = shard.handle(msg)
+            text = capture.take_lines(everything=shard.finished)
+            if text:
+                up.send(wire.pack([wire.OUTPUT, run.worker, text]))
+            if reply is not None:
+                up.send(wire.pack(reply))
+        return 0
+    finally:
+        sys.stdout = real_stdout
+        up.close()
+        down.close(linger=0)
+        ctx.term()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m workers``: started by the supervisor, never by hand."""
+    import argparse
+    import signal
+    from pathlib import Path
+
+    from cluster.config import Config, load_cluster_settings
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    ap = argparse.ArgumentParser(prog="python -m workers")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--worker", type=int, required=True)
+    ap.add_argument("--workers", type=int, required=True)
+    ap.add_argument("--run-id", required=True)
+    ap.add_argument("--run-dir", required=True)
+    ap.add_argument("--output-dir", required=True)
+    ap.add_argument("--parent", type=int, required=True)
+    ap.add_argument("--ring-span", type=float, required=True)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"worker {args.worker}: %(message)s")
+    cfg = Config.load(args.config)
+    settings = load_cluster_settings(cfg, Path(args.config), workers=args.workers,
+                                     output_dir=args.output_dir)
+    run = RunInfo(role=ROLE_SHARD, run_id=args.run_id, worker=args.worker, workers=args.workers,
+                  output_dir=settings.output_dir,
+                  event_time=settings.routing.time_field is not None,
+                  ring_span=args.ring_span, max_record_bytes=settings.max_record_bytes)
+    started = time.monotonic()
+    rc = serve(settings, run, args.run_dir, args.parent)
+    log.debug("exit %d after %.1f s", rc, time.monotonic() - started)
+    return rc
