@@ -197,6 +197,7 @@ CLUSTER_KEYS = {
     "max_record_bytes": "records larger than this are dead letters (default 1048576)",
     "progress": "progress line on stderr: auto, yes or no (default auto: when a terminal)",
     "max_lag": "seconds of event time workers may run ahead of the merge (default: 8 ticks)",
+    "python_path": "folders (':'-separated, relative to the config file) to import from",
 }
 
 PIPELINE_KEYS = {
@@ -351,9 +352,10 @@ def import_object(cfg: Config, section: str, key: str, ref: str) -> object:
     import sys
 
     module_name, _, attr = ref.partition(":")
-    base = str(cfg.base_dir)
-    if base not in sys.path:
-        sys.path.insert(0, base)
+    extra = [p for p in (cfg.get("cluster", "python_path") or "").split(":") if p.strip()]
+    for folder in [str(cfg.base_dir), *(str(cfg.base_dir / p.strip()) for p in extra)]:
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
     try:
         module = importlib.import_module(module_name)
     except Exception as e:
