@@ -68,6 +68,7 @@ class Supervisor:
         self.coordinator: _Child | None = None
         self.worker_procs: list[_Child] = []
         self._signals = 0
+        self._first_signal = 0
         self._stop_sent_at: float | None = None
 
     def _python(self, module: str, *args: str) -> list[str]:
@@ -140,6 +141,7 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: object) -> None:
         self._signals += 1
         if self._signals == 1:
+            self._first_signal = signum
             log.info("%s: stopping (again to kill)", signal.Signals(signum).name)
             self._ask_stop()
         else:
@@ -170,7 +172,7 @@ class Supervisor:
             if rc is not None:
                 self._drain_workers(clean=rc == 0)
                 if self._signals:
-                    return 130 if rc in (0, 143) and self._signals else rc
+                    return 128 + self._first_signal
                 return rc if rc >= 0 else EXIT_FAILED
             for child in self.worker_procs:
                 wrc = child.proc.poll()
