@@ -44,3 +44,16 @@ class SeedPipeline(bspump.Pipeline):
             PersistentAnalyzer(app, self),
             bspump.common.NullSink(app, self),
         )
+
+
+class BenchPipeline(bspump.Pipeline):
+    """The benchmark: the spec's HourlyCountAnalyzer and UserSessionAnalyzer, nothing else."""
+
+    def __init__(self, app, pipeline_id):
+        super().__init__(app, pipeline_id)
+        self.build(
+            bspump.generator.GeneratorSource(app, self),
+            HourlyCountAnalyzer(app, self),
+            UserSessionAnalyzer(app, self),
+            bspump.common.NullSink(app, self),
+        )
