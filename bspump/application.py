@@ -35,6 +35,7 @@ class RunInfo:
     # Event-time span a window ring must hold beyond its window: lateness, merge lag, a tick.
     ring_span: float = 0.0
     max_record_bytes: int = 1 << 20
+    key_groups: int = 256
 
 
 class Application:

@@ -6,6 +6,8 @@ import asyncio
 import csv
 import io
 import json
+import os
+import re
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -69,9 +71,11 @@ class FileJSONLinesSource(_FileSource):
             while True:
                 records: list[Any] = []
                 dead: list[tuple[Any, str]] = []
+                at_end = False
                 for _ in range(self.batch):
                     line = f.readline(limit + 1)
                     if not line:
+                        at_end = True
                         break
                     line_no += 1
                     if len(line) > limit and not line.endswith(b"\n"):
@@ -96,21 +100,25 @@ class FileJSONLinesSource(_FileSource):
                         dead.append((obj, f"{name}:{line_no}: not a JSON object"))
                         continue
                     records.append(obj)
-                if not records and not dead:
+                # A batch of blank lines is not the end of the file: only EOF is.
+                if records or dead:
+                    yield SourceBatch(records, dead, {"offset": f.tell(), "line": line_no})
+                    await asyncio.sleep(0)
+                if at_end:
                     return
-                yield SourceBatch(records, dead, {"offset": f.tell(), "line": line_no})
-                await asyncio.sleep(0)
+
+
+# Only plain decimal numbers: int()/float() would also turn "nan", "Inf", "1_000" into numbers.
+_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
 
 
 def _number(text: str) -> Any:
+    if not _NUMBER.fullmatch(text):
+        return text
     try:
         return int(text)
     except ValueError:
-        pass
-    try:
         return float(text)
-    except ValueError:
-        return text
 
 
 class FileCSVSource(_FileSource):
@@ -135,8 +143,11 @@ class FileCSVSource(_FileSource):
                     if row_no <= skip:
                         continue
                     if None in row or any(v is None for v in row.values()):
+                        # DictReader pads a short row with None and puts extra cells under None.
+                        fields = (sum(v is not None for k, v in row.items() if k is not None)
+                                  + len(row.get(None) or []))
                         dead.append((row, f"{self.path}:{reader.line_num}: row has "
-                                          f"{len(row) - (None in row)} fields, header has "
+                                          f"{fields} fields, header has "
                                           f"{len(reader.fieldnames or [])}"))
                     else:
                         records.append({k: _number(v) for k, v in row.items()} if convert
@@ -163,6 +174,9 @@ class FileMsgpackSource(_FileSource):
             base = f.tell()
             unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False,
                                         max_buffer_size=max(self.max_record_bytes, 1 << 16))
+            # Offset after the last whole record: unpacker.tell() moves into a record that
+            # turns out to be cut short, so it is neither a resume point nor where it broke.
+            pos = base
             done = False
             while not done:
                 records: list[Any] = []
@@ -172,21 +186,26 @@ class FileMsgpackSource(_FileSource):
                         obj = unpacker.unpack()
                     except msgpack.OutOfData:
                         done = True
+                        # Bytes left over are a record cut short, not a clean end.
+                        left = os.fstat(f.fileno()).st_size - pos
+                        if left > 0:
+                            dead.append((None, f"{self.path}: truncated msgpack record at byte "
+                                               f"{pos} ({left} bytes left)"))
                         break
                     except (ValueError, msgpack.ExtraData, msgpack.FormatError,
                             msgpack.StackError, msgpack.BufferFull) as e:
                         dead.append((None, f"{self.path}: corrupt msgpack at byte "
-                                           f"{base + unpacker.tell()}, rest of file skipped: "
+                                           f"{pos}, rest of file skipped: "
                                            f"{type(e).__name__}: {e}"))
                         done = True
                         break
                     if isinstance(obj, dict):
                         records.append(obj)
                     else:
-                        dead.append((obj, f"{self.path}: record at byte "
-                                          f"{base + unpacker.tell()} is not a map"))
+                        dead.append((obj, f"{self.path}: record at byte {pos} is not a map"))
+                    pos = base + unpacker.tell()
                 if records or dead:
-                    yield SourceBatch(records, dead, base + unpacker.tell())
+                    yield SourceBatch(records, dead, pos)
                     await asyncio.sleep(0)
 
 

@@ -7,11 +7,12 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from bspump.processor import Processor, Sink, Source
-from cluster.errors import ConfigError
+from bspump.processor import Processor, RestoreInfo, Sink, Source
+from cluster.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     from bspump.application import Application, RunInfo
+    from cluster.checkpoint import ShardReader, ShardWriter
 
 
 class Pipeline:
@@ -145,6 +146,33 @@ class Pipeline:
             p._finish(last_time if math.isfinite(last_time) else 0.0)
         if self.Sink is not None:
             self.Sink.close()
+
+    def _stateful(self) -> list[Processor]:
+        return [*self.Processors, *([self.Sink] if self.Sink is not None else [])]
+
+    def checkpoint(self, writer: ShardWriter) -> None:
+        """Write this shard's state: processors, sink, and every matrix."""
+        for p in self._stateful():
+            p._checkpoint(writer)
+        for mid, matrix in self.App.Matrices.items():
+            writer.put_array(f"m.{mid}", matrix.Array)
+
+    def restore(self, readers: list[ShardReader], info: RestoreInfo) -> None:
+        """Load this shard's part of a checkpoint written by ``len(readers)`` workers."""
+        for mid, matrix in self.App.Matrices.items():
+            matrix.Array[...] = 0  # a PersistentMatrix loaded from its path is in the checkpoint
+            for old, reader in enumerate(readers):
+                if not info.summable_from(old):
+                    continue
+                part = reader.get_array(f"m.{mid}")
+                if part is None:
+                    continue
+                if part.shape != matrix.Array.shape:
+                    raise CheckpointError(f"matrix {mid!r}: checkpoint has shape {part.shape}, "
+                                          f"the pipeline now makes {matrix.Array.shape}")
+                matrix.Array += part
+        for p in self._stateful():
+            p._restore(readers, info)
 
     def take_report(self) -> dict[str, Any]:
         """News for the coordinator since the last report."""

@@ -14,10 +14,51 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cluster.errors import ConfigError
+from cluster.layout import Layout
 
 if TYPE_CHECKING:
     from bspump.application import Application, RunInfo
     from bspump.pipeline import Pipeline
+    from cluster.checkpoint import ShardReader, ShardWriter
+
+_PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    """Data msgpack can hold exactly: what the default ``get_state`` keeps."""
+    if isinstance(value, _PLAIN):
+        return True
+    if depth > 32:
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, (str, int)) and _is_plain(v, depth + 1)
+                   for k, v in value.items())
+    return False
+
+
+@dataclass(frozen=True)
+class RestoreInfo:
+    """Which parts of an old checkpoint this worker takes on restore.
+
+    Keyed state (sessions) follows its key to the worker that owns it now; summable
+    state (window counts, matrices) of old worker ``i`` goes to worker ``i mod workers``;
+    opaque analyzer state (``get_state``) of old worker ``i`` goes to worker ``i``.
+    """
+
+    worker: int
+    workers: int
+    old_workers: int
+    key_groups: int
+
+    def owns(self, key: Any) -> bool:
+        """Whether this worker owns ``key`` in the current layout."""
+        return Layout(self.workers, self.key_groups).worker_of(key) == self.worker
+
+    def summable_from(self, old_worker: int) -> bool:
+        """Whether this worker adds old worker ``old_worker``'s summable state."""
+        return old_worker % self.workers == self.worker
 
 
 class ProcessorConfig(dict[str, Any]):
@@ -87,6 +128,8 @@ class Processor:
     """
 
     ConfigDefaults: dict[str, Any] = {}
+    # Attributes the framework sets; the default get_state leaves them out.
+    _FRAMEWORK_ATTRS: frozenset[str] = frozenset()
 
     def __init__(self, app: Application, pipeline: Pipeline, id: str | None = None,
                  config: Mapping[str, Any] | None = None) -> None:
@@ -129,11 +172,38 @@ class Processor:
         return None
 
     def get_state(self) -> Any:
-        """State to keep in a checkpoint (msgpack-serialisable); None keeps nothing."""
-        return None
+        """State to keep in a checkpoint (msgpack-serialisable); None keeps nothing.
+
+        The default keeps every public attribute the subclass set to plain data
+        (numbers, strings, lists, dicts of them), e.g. the last values of an anomaly
+        detector's window; override it to choose. The state is per worker.
+        """
+        framework = set().union(*(getattr(c, "_FRAMEWORK_ATTRS", frozenset())
+                                  for c in type(self).__mro__))
+        state = {k: v for k, v in vars(self).items()
+                 if not k.startswith("_") and not k[:1].isupper() and k not in framework
+                 and _is_plain(v)}
+        return state or None
 
     def set_state(self, state: Any) -> None:
-        """Restore what :meth:`get_state` returned."""
+        """Restore what :meth:`get_state` returned (the default sets the attributes)."""
+        if isinstance(state, dict):
+            for k, v in state.items():
+                if isinstance(k, str) and not k.startswith("_"):
+                    setattr(self, k, v)
+
+    def _checkpoint(self, writer: ShardWriter) -> None:
+        """Write this piece's state into a checkpoint."""
+        state = self.get_state()
+        if state is not None:
+            writer.put_object(f"state.{self.Id}", state)
+
+    def _restore(self, readers: list[ShardReader], info: RestoreInfo) -> None:
+        """Take this piece's state back from a checkpoint."""
+        if info.worker < len(readers):
+            state = readers[info.worker].get_object(f"state.{self.Id}")
+            if state is not None:
+                self.set_state(state)
 
 
 class Analyzer(Processor):

@@ -198,6 +198,11 @@ CLUSTER_KEYS = {
     "progress": "progress line on stderr: auto, yes or no (default auto: when a terminal)",
     "max_lag": "seconds of event time workers may run ahead of the merge (default: 8 ticks)",
     "python_path": "folders (':'-separated, relative to the config file) to import from",
+    "checkpoint_dir": "where checkpoints go (default <output_dir>/checkpoints; 'none': off)",
+    "checkpoint_interval": "seconds between checkpoints (default 10)",
+    "checkpoint_events": "events between checkpoints, whichever comes first (default 5000000)",
+    "checkpoints_kept": "complete checkpoints to keep (default 3)",
+    "max_restarts": "restarts from the last checkpoint after a process dies (default 3)",
 }
 
 PIPELINE_KEYS = {
@@ -251,15 +256,21 @@ class ClusterSettings:
     progress: str
     max_lag: float | None
     routing: PipelineSettings
+    checkpoint_dir: Path | None = None
+    checkpoint_interval: float = 10.0
+    checkpoint_events: int = 5_000_000
+    checkpoints_kept: int = 3
+    max_restarts: int = 3
     config: Config = field(repr=False, compare=False, default_factory=Config)
 
 
 def parse_shard_key(cfg: Config, section: str, raw: str) -> ShardKeySpec:
     """Parse ``user_id`` or ``geo_cell(latitude, longitude, 1.0)``."""
     text = raw.strip()
-    if text.startswith("geo_cell"):
+    # "geo_cell(" only: a plain field may be called geo_cell_id.
+    if text.startswith("geo_cell") and text[len("geo_cell"):].lstrip().startswith("("):
         inner = text[len("geo_cell"):].strip()
-        if not (inner.startswith("(") and inner.endswith(")")):
+        if not inner.endswith(")"):
             raise cfg.error(section, "shard_key",
                             f"expected geo_cell(lat_field, lon_field, degrees), got {raw!r}")
         parts = [p.strip() for p in inner[1:-1].split(",")]
@@ -326,11 +337,22 @@ def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = 
         pipeline_id=pipeline_id,
         shard_key=parse_shard_key(cfg, section, raw_key),
         time_field=cfg.get(section, "time_field") or None,
-        allowed_lateness=cfg.get_float(section, "allowed_lateness", 0.0, minimum=0.0),
+        allowed_lateness=cfg.get_float(section, "allowed_lateness", 0.0, minimum=0.0,
+                                       maximum=366 * 86400.0),
         source=_split_class_ref(cfg, section, "source", source) if source else None,
         sink=_split_class_ref(cfg, section, "sink", sink) if sink else None,
     )
+    raw_cp = cfg.get("cluster", "checkpoint_dir")
+    if raw_cp is not None and raw_cp.lower() in ("none", "off", "no", ""):
+        checkpoint_dir = None
+    else:
+        checkpoint_dir = cfg.path(raw_cp) if raw_cp else out / "checkpoints"
     return ClusterSettings(
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_interval=cfg.get_float("cluster", "checkpoint_interval", 10.0, minimum=0.01),
+        checkpoint_events=cfg.get_int("cluster", "checkpoint_events", 5_000_000, minimum=1),
+        checkpoints_kept=cfg.get_int("cluster", "checkpoints_kept", 3, minimum=1),
+        max_restarts=cfg.get_int("cluster", "max_restarts", 3, minimum=0),
         config_path=config_path,
         pipeline=pipeline,
         pipeline_id=pipeline_id,

@@ -31,7 +31,10 @@ def parse_event_time(value: Any) -> float:
     if isinstance(value, bool) or value is None:
         raise RecordError(f"event time is {value!r}")
     if isinstance(value, (int, float)):
-        t = float(value)
+        try:
+            t = float(value)
+        except OverflowError:  # a JSON integer of hundreds of digits
+            raise RecordError("event time is a number too large for a float") from None
     elif isinstance(value, str):
         try:
             t = float(value)
@@ -171,6 +174,17 @@ class Intake:
         result.chunks.append(chunk)
         result.accepted = accepted
         return result
+
+    def state(self) -> dict[str, float]:
+        """Watermark bookkeeping, for a checkpoint manifest."""
+        return {"watermark": self.watermark, "max_time": self.max_time,
+                "next_boundary": self._next_boundary}
+
+    def set_state(self, state: dict[str, float]) -> None:
+        """Continue from :meth:`state`."""
+        self.watermark = float(state["watermark"])
+        self.max_time = float(state["max_time"])
+        self._next_boundary = float(state["next_boundary"])
 
     def clock(self, now: float) -> float | None:
         """Processing time: the watermark to send at wall-clock ``now``, if a tick passed."""

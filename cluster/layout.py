@@ -22,10 +22,9 @@ def key_bytes(key: Any) -> bytes:
     """The canonical bytes of a key: the same value always gives the same bytes."""
     if isinstance(key, str):
         return key.encode("utf-8", "surrogatepass")
-    if isinstance(key, bool):
-        return b"true" if key else b"false"
     if isinstance(key, int):
-        return str(key).encode("ascii")
+        # bool included: True == 1 in every dict a worker keeps, so it must route like 1.
+        return str(int(key)).encode("ascii")
     if isinstance(key, float):
         return (str(int(key)) if key.is_integer() else repr(key)).encode("ascii")
     if isinstance(key, bytes):
@@ -96,7 +95,7 @@ def key_extractor(spec: ShardKeySpec) -> KeyExtractor:
                 lon = float(event[lon_field])
             except KeyError as e:
                 raise RecordError(f"missing shard key field {e.args[0]!r}") from None
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise RecordError(
                     f"shard key fields {lat_field!r}/{lon_field!r} are not numbers") from None
             if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):

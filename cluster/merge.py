@@ -71,7 +71,11 @@ class WindowMerger:
         for period in sorted(p for p in self.pending if (p + 1) * res <= watermark):
             start = period * res
             merged = self.merge_period(period)
-            for key in sorted(merged, key=_sort_key):
+            try:
+                ordered = sorted(merged)  # natural order: 2 before 10
+            except TypeError:
+                ordered = sorted(merged, key=_sort_key)  # mixed key types
+            for key in ordered:
                 rows.append({"window_start": number(start), "window_end": number(start + res),
                              "key": key, "count": number(merged[key])})
         return rows

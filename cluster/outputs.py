@@ -59,8 +59,14 @@ class JsonLinesWriter:
         if self._file is not None:
             self._file.flush()
 
+    def sync(self) -> None:
+        """Flush and fsync: what was written survives a crash of the machine."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
     def close(self) -> None:
-        """Flush and close."""
+        """Flush, fsync and close."""
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -151,6 +157,28 @@ class RunOutputs:
         """Flush every open file."""
         for w in self._all():
             w.flush()
+
+    def result_files(self) -> list[Path]:
+        """Every JSON-lines result file of this pipeline that exists now."""
+        found = [*self.dir.glob(f"{self.pipeline_id}.*.windows.jsonl"),
+                 *self.dir.glob(f"{self.pipeline_id}.*.sessions.jsonl"),
+                 self.dir / "dead-letters.jsonl", self.dir / "late-events.jsonl"]
+        return [p for p in found if p.exists()]
+
+    def lengths(self) -> dict[str, int]:
+        """Synced length of every result file, for a checkpoint manifest."""
+        for w in self._all():
+            w.sync()
+        return {p.name: p.stat().st_size for p in self.result_files()}
+
+    def truncate_to(self, lengths: dict[str, int]) -> None:
+        """Restore: cut each result file back to its checkpointed length, drop newer files."""
+        self.close()
+        for p in self.result_files():
+            if p.name in lengths:
+                os.truncate(p, min(lengths[p.name], p.stat().st_size))
+            else:
+                p.unlink()
 
     def close(self) -> None:
         """Flush, fsync and close every file."""

@@ -6,7 +6,9 @@ sockets), then the workers, and watches them all:
 - signals are blocked while children start, so none is left half-started;
 - workers ignore SIGINT: Ctrl-C is handled here, once;
 - the first SIGINT/SIGTERM asks the coordinator to stop, the second kills everyone;
-- a worker that dies unexpectedly is named, and the run is stopped with exit 3;
+- a worker (or the coordinator) that dies unexpectedly is named; with checkpoints on,
+  every process is stopped and the run starts again from the last complete
+  checkpoint (up to ``max_restarts`` times), else the run stops with exit 3;
 - every child asks Linux to kill it if the supervisor dies, so nothing is orphaned;
 - the run's shared-memory segments and sockets are removed on the way out, and
   leftovers of earlier runs whose supervisor died are removed on the way in.
@@ -58,9 +60,12 @@ class _Child:
 class Supervisor:
     """Runs one coordinator and N workers until the input ends or a signal arrives."""
 
-    def __init__(self, settings: ClusterSettings, in_process: bool = False) -> None:
+    def __init__(self, settings: ClusterSettings, in_process: bool = False,
+                 fresh: bool = False) -> None:
         self.settings = settings
         self.in_process = in_process
+        self.fresh = fresh
+        self.restarts = 0
         self.workers = 1 if in_process else settings.workers
         self.run_id = f"{os.getpid()}.{os.urandom(4).hex()}"
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"bspump-cluster-{self.run_id}-"))
@@ -96,6 +101,8 @@ class Supervisor:
             args = [*common, "--workers", str(self.workers), "--ready-fd", str(write_fd)]
             if self.in_process:
                 args.append("--in-process")
+            if self.fresh and self.restarts == 0:
+                args.append("--fresh")
             self.coordinator = self._spawn("coordinator", self._python("coordinator", *args),
                                            pass_fds=(write_fd,))
             os.close(write_fd)
@@ -170,24 +177,43 @@ class Supervisor:
         while True:
             rc = coord.poll()
             if rc is not None:
+                if rc < 0 and not self._signals:
+                    self._drain_workers(clean=False)
+                    return self._died(self.coordinator, rc)
                 self._drain_workers(clean=rc == 0)
                 if self._signals:
                     return 128 + self._first_signal
-                return rc if rc >= 0 else EXIT_FAILED
+                return rc
             for child in self.worker_procs:
                 wrc = child.proc.poll()
                 if wrc is not None and wrc != 0 and self._stop_sent_at is None:
-                    log.error("%s (pid %d) died: %s; stopping the run", child.name,
-                              child.proc.pid, describe_exit(wrc))
-                    self._ask_stop()
-                    self._wait_all(STOP_GRACE)
-                    self.kill_all()
-                    return EXIT_WORKER_DIED
+                    return self._died(child, wrc)
             if self._stop_sent_at is not None and \
                     time.monotonic() - self._stop_sent_at > STOP_GRACE:
                 log.error("children still running %.0f s after stop: killing them", STOP_GRACE)
                 self.kill_all()
             time.sleep(0.05)
+
+    def _died(self, child: _Child, code: int) -> int:
+        """A process died: restart everything from the last checkpoint, or stop."""
+        can_restart = (self.settings.checkpoint_dir is not None
+                       and self.restarts < self.settings.max_restarts)
+        action = (f"restarting from the last checkpoint (restart {self.restarts + 1} of "
+                  f"{self.settings.max_restarts})" if can_restart else "stopping the run")
+        log.error("%s (pid %d) died: %s; %s", child.name, child.proc.pid, describe_exit(code),
+                  action)
+        self.kill_all()
+        self._wait_all(STOP_GRACE)
+        if not can_restart:
+            return EXIT_WORKER_DIED
+        self.restarts += 1
+        self.coordinator = None
+        self.worker_procs = []
+        shm.unlink_run(self.run_id)
+        rc = self.start()
+        if rc is not None:
+            return rc
+        return self.watch()
 
     def _wait_all(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -233,9 +259,9 @@ def _child_setup() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
-def run(settings: ClusterSettings, in_process: bool = False) -> int:
+def run(settings: ClusterSettings, in_process: bool = False, fresh: bool = False) -> int:
     """Run a cluster to completion; the exit code of ``bspump-cluster run``."""
-    sup = Supervisor(settings, in_process=in_process)
+    sup = Supervisor(settings, in_process=in_process, fresh=fresh)
     try:
         rc = sup.start()
         if rc is not None:

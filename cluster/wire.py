@@ -7,6 +7,8 @@ ordered with data):
 - ``[WATERMARK, seq, watermark]``: event time has reached ``watermark``; ack it
 - ``[END, seq]``: end of input; close everything, report, exit
 - ``[STOP]``: stop now without a final report
+- ``[BARRIER, checkpoint id, folder]``: write the shard's state into ``folder``, ack it
+- ``[RESTORE, folder, old workers]``: load this shard's part of a checkpoint (first message)
 
 Up (every worker to the coordinator, one shared channel):
 
@@ -15,6 +17,8 @@ Up (every worker to the coordinator, one shared channel):
 - ``[DONE, worker, seq, report]``: end of input processed
 - ``[OUTPUT, worker, text]``: whole lines the worker's analyzers printed
 - ``[FAILED, worker, message]``: the worker cannot go on
+- ``[CHECKPOINTED, worker, checkpoint id, files, report]``: state written; files' sizes, crc32
+- ``[RESTORED, worker, report]``: checkpoint loaded
 
 Nothing is pickled: a crafted message cannot run code.
 """
@@ -29,12 +33,16 @@ DATA = 1
 WATERMARK = 2
 END = 3
 STOP = 4
+BARRIER = 5
+RESTORE = 6
 
 HELLO = 10
 ACK = 11
 DONE = 12
 OUTPUT = 13
 FAILED = 14
+CHECKPOINTED = 15
+RESTORED = 16
 
 
 def _default(obj: Any) -> Any:

@@ -35,7 +35,7 @@ async def _run_local(coord: Coordinator) -> int:
 
 
 def run_in_process(config: str | os.PathLike[str], output_dir: str | None = None,
-                   run_id: str | None = None) -> int:
+                   run_id: str | None = None, fresh: bool = False) -> int:
     """Run a config with coordinator and one shard in this process (the in-process topology)."""
     from cluster import shm
 
@@ -43,7 +43,7 @@ def run_in_process(config: str | os.PathLike[str], output_dir: str | None = None
     settings = load_cluster_settings(cfg, Path(config), workers=1, output_dir=output_dir)
     rid = run_id or f"{os.getpid()}.local{os.urandom(3).hex()}"
     try:
-        coord = Coordinator(settings, rid, 1)
+        coord = Coordinator(settings, rid, 1, fresh=fresh)
         return asyncio.run(_run_local(coord))
     finally:
         shm.unlink_run(rid)
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output-dir", required=True)
     ap.add_argument("--ready-fd", type=int)
     ap.add_argument("--in-process", action="store_true")
+    ap.add_argument("--fresh", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bspump-cluster: %(message)s",
                         stream=sys.stderr)
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = Config.load(args.config)
         settings = load_cluster_settings(cfg, Path(args.config), workers=args.workers,
                                          output_dir=args.output_dir)
-        coord = Coordinator(settings, args.run_id, 1 if args.in_process else args.workers)
+        coord = Coordinator(settings, args.run_id, 1 if args.in_process else args.workers,
+                            fresh=args.fresh)
     except ConfigError as e:
         print(f"bspump-cluster: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG

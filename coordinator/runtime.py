@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import math
+import shutil
 import signal
 import sys
 import time
@@ -30,9 +32,9 @@ from bspump.application import ROLE_COORDINATOR, RunInfo
 from bspump.loader import load_pipeline
 from bspump.matrix import PersistentMatrix
 from bspump.processor import SourceBatch
-from cluster import wire
+from cluster import checkpoint, wire
 from cluster.config import ClusterSettings
-from cluster.errors import ClusterError, WorkerDied
+from cluster.errors import CheckpointError, ClusterError, WorkerDied
 from cluster.intake import Intake
 from cluster.layout import Layout
 from cluster.merge import WindowMerger
@@ -46,6 +48,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_STOPPED = 143
 HELLO_TIMEOUT = 60.0
+FINAL_CHECKPOINT_TIMEOUT = 3.0
 _EOF = object()
 
 
@@ -82,13 +85,16 @@ def _fmt_time(t: float) -> str:
 class Coordinator:
     """Routes one pipeline's events to its workers and merges their state."""
 
-    def __init__(self, settings: ClusterSettings, run_id: str, workers: int) -> None:
+    def __init__(self, settings: ClusterSettings, run_id: str, workers: int,
+                 fresh: bool = False) -> None:
         self.settings = settings
         self.workers = workers
+        self.fresh = fresh
         run = RunInfo(role=ROLE_COORDINATOR, run_id=run_id, workers=workers,
                       output_dir=settings.output_dir,
                       event_time=settings.routing.time_field is not None,
-                      max_record_bytes=settings.max_record_bytes)
+                      max_record_bytes=settings.max_record_bytes,
+                      key_groups=settings.key_groups)
         self.app, self.pipeline = load_pipeline(settings, run)
         self.timing = timing_of(self.pipeline, settings)
         self.run_info = dataclasses.replace(run, ring_span=self.timing.ring_span)
@@ -114,6 +120,18 @@ class Coordinator:
         self.processed = [0] * workers
         self.sessions_ended = 0
         self.window_rows = 0
+        self.restored_from: int | None = None
+        self.restored_events = 0
+        # Checkpoints
+        self.cp_dir = settings.checkpoint_dir
+        self.cp_next_id = 1
+        self.cp_waiting: int | None = None
+        self.cp_files: dict[int, dict[str, Any]] = {}
+        self.cp_taken = 0
+        self.cp_last: dict[str, Any] | None = None
+        self._cp_clock = time.monotonic()
+        self._cp_records = 0
+        self._restored: set[int] = set()
         self._progress = asyncio.Event()
         self._stop = asyncio.Event()
         self._failure: BaseException | None = None
@@ -167,6 +185,121 @@ class Coordinator:
                 if aid in self.mergers:
                     self.mergers[aid].attach(worker, seg.array)
 
+    # -- checkpoints ---------------------------------------------------------------------
+
+    async def _restore_or_start_fresh(self, transport: Transport) -> None:
+        """Resume from the newest complete checkpoint, or clear old results and start."""
+        if self.cp_dir is None:
+            self.prepare_output()
+            return
+        if self.fresh:
+            for old in checkpoint.scan(self.cp_dir):
+                shutil.rmtree(old.path, ignore_errors=True)
+        cp = checkpoint.newest_complete(self.cp_dir)
+        self.cp_next_id = checkpoint.next_id(self.cp_dir)
+        if cp is None:
+            self.prepare_output()
+            return
+        m = cp.manifest
+        assert m is not None
+        if m.get("pipeline") != self.pipeline.Id:
+            raise CheckpointError(f"{cp.path}: written by pipeline {m.get('pipeline')!r}, "
+                                  f"not {self.pipeline.Id!r}; use --fresh or another "
+                                  "checkpoint_dir")
+        self.settings.output_dir.mkdir(parents=True, exist_ok=True)
+        self.outputs.truncate_to(m["outputs"])
+        self.intake.set_state(m["intake"])
+        watermark = self.intake.watermark if self.event_time else -math.inf
+        self.acked = [watermark] * self.workers
+        self.merged_w = self.sent_w = watermark
+        c = m["counters"]
+        self.records_read, self.dead, self.late = c["records_read"], c["dead"], c["late"]
+        self.sessions_ended, self.window_rows = c["sessions_ended"], c["window_rows"]
+        self.restored_events = c["events_processed"]
+        self.position = m["position"]
+        if self.position is not None:
+            assert self.pipeline.Source is not None
+            self.pipeline.Source.seek(self.position)
+        for w in range(self.workers):
+            await transport.send(w, [wire.RESTORE, str(cp.path), m["workers"]])
+        await self._wait(lambda: len(self._restored) == self.workers)
+        self.restored_from = cp.id
+        log.info("restored checkpoint %d (%s workers -> %d): source position %s, watermark %s",
+                 cp.id, m["workers"], self.workers, json.dumps(self.position),
+                 _fmt_time(self.intake.watermark))
+
+    def _checkpoint_due(self) -> bool:
+        if self.cp_dir is None:
+            return False
+        return (time.monotonic() - self._cp_clock >= self.settings.checkpoint_interval
+                or self.records_read - self._cp_records >= self.settings.checkpoint_events)
+
+    async def _checkpoint(self, transport: Transport) -> None:
+        """Take a checkpoint at the current source position.
+
+        1. Send a barrier through every worker's channel (after all data sent so far)
+           and route nothing more until it completes, so the state, the result files
+           and the source position describe the same moment.
+        2. Each worker writes its files (temp name, fsync, rename) and acks with their
+           sizes and checksums; its earlier acks have already closed and merged every
+           window up to the barrier's watermark.
+        3. fsync the result files and note their lengths.
+        4. Write the manifest (temp, fsync, rename): now the checkpoint is complete.
+        5. Save each PersistentMatrix, prune old checkpoints, then commit the source's
+           offsets (Kafka), never before the manifest.
+        """
+        assert self.cp_dir is not None
+        began = time.monotonic()
+        cp_id = self.cp_next_id
+        self.cp_next_id += 1
+        folder = checkpoint.create_folder(self.cp_dir, cp_id)
+        self.cp_files = {}
+        self.cp_waiting = cp_id
+        for w in range(self.workers):
+            await transport.send(w, [wire.BARRIER, cp_id, str(folder)])
+        # Not stoppable: a stop waits for the checkpoint in progress (and takes its own).
+        await self._wait(lambda: len(self.cp_files) == self.workers, stoppable=False)
+        self.cp_waiting = None
+        manifest = {
+            "format": checkpoint.FORMAT,
+            "id": cp_id,
+            "created": time.time(),
+            "pipeline": self.pipeline.Id,
+            "workers": self.workers,
+            "key_groups": self.settings.key_groups,
+            "position": self.position,
+            "intake": self.intake.state(),
+            "counters": {"records_read": self.records_read, "dead": self.dead,
+                         "late": self.late, "sessions_ended": self.sessions_ended,
+                         "window_rows": self.window_rows,
+                         "events_processed": self.restored_events + sum(self.processed)},
+            "outputs": self.outputs.lengths(),
+            "files": {name: meta for files in self.cp_files.values()
+                      for name, meta in files.items()},
+        }
+        checkpoint.write_manifest(folder, manifest)
+        self._save_persistent()
+        checkpoint.prune(self.cp_dir, self.settings.checkpoints_kept, cp_id)
+        source = self.pipeline.Source
+        commit = getattr(source, "commit", None)
+        if commit is not None and self.position is not None:
+            await commit(self.position)
+        self.cp_taken += 1
+        took = time.monotonic() - began
+        self.cp_last = {"id": cp_id, "at": time.time(), "duration_s": round(took, 4)}
+        self._cp_clock = time.monotonic()
+        self._cp_records = self.records_read
+        log.debug("checkpoint %d in %.3f s", cp_id, took)
+
+    def _summed(self, mid: str) -> np.ndarray:
+        arrays = [a for a in self.shard_matrices[mid] if a is not None]
+        return np.sum(arrays, axis=0) if arrays else self.app.Matrices[mid].Array
+
+    def _save_persistent(self) -> None:
+        for mid, matrix in self.app.Matrices.items():
+            if isinstance(matrix, PersistentMatrix):
+                save_npy(matrix.path, self._summed(mid))
+
     # -- receiving ------------------------------------------------------------------------------
 
     async def _receive(self, transport: Transport) -> None:
@@ -183,6 +316,16 @@ class Coordinator:
                 _, worker, _seq, report = msg
                 self._apply(worker, report)
                 self.done[worker] = True
+                self._progress.set()
+            elif kind == wire.CHECKPOINTED:
+                _, worker, cp_id, files, report = msg
+                self._apply(worker, report)
+                if cp_id == self.cp_waiting:
+                    self.cp_files[worker] = files
+                    self._progress.set()
+            elif kind == wire.RESTORED:
+                self._apply(msg[1], msg[2])
+                self._restored.add(msg[1])
                 self._progress.set()
             elif kind == wire.OUTPUT:
                 self._print(msg[2])
@@ -232,18 +375,19 @@ class Coordinator:
 
     # -- sending -----------------------------------------------------------------------------------
 
-    async def _wait(self, ready: Any) -> None:
+    async def _wait(self, ready: Any, stoppable: bool = True) -> None:
         """Wait until ``ready()`` holds; a failed receiver ends the wait with its error."""
         while not ready():
             if self._failure is not None:
                 raise self._failure
-            if self._stop.is_set():
+            if stoppable and self._stop.is_set():
                 raise asyncio.CancelledError
             self._progress.clear()
-            waiter = asyncio.create_task(self._progress.wait())
-            stopper = asyncio.create_task(self._stop.wait())
-            _, pending = await asyncio.wait({waiter, stopper}, timeout=1.0,
-                                               return_when=asyncio.FIRST_COMPLETED)
+            waiters = {asyncio.create_task(self._progress.wait())}
+            if stoppable:
+                waiters.add(asyncio.create_task(self._stop.wait()))
+            _, pending = await asyncio.wait(waiters, timeout=1.0,
+                                            return_when=asyncio.FIRST_COMPLETED)
             for t in pending:
                 t.cancel()
 
@@ -274,7 +418,8 @@ class Coordinator:
         self.late += len(result.late)
         lag = self.timing.max_lag
         for chunk in result.chunks:
-            await self._wait(lambda: not self.sent_w - self.merged_w > lag)
+            # Not stoppable: a stop lands between source batches, where the position is exact.
+            await self._wait(lambda: not self.sent_w - self.merged_w > lag, stoppable=False)
             for w in range(self.workers):
                 if chunk.events[w]:
                     await self._send_data(transport, w, chunk.times[w], chunk.events[w])
@@ -308,7 +453,6 @@ class Coordinator:
                 loop.add_signal_handler(sig, self._stop.set)
             except (NotImplementedError, RuntimeError):
                 pass
-        self.prepare_output()
         try:
             await self._await_hellos(transport)
         except (WorkerDied, TimeoutError) as e:
@@ -316,6 +460,12 @@ class Coordinator:
             return EXIT_FAILED
         receiver = asyncio.create_task(self._receive(transport))
         receiver.add_done_callback(self._receiver_done)
+        try:
+            await self._restore_or_start_fresh(transport)
+        except (ClusterError, OSError, asyncio.CancelledError) as e:
+            log.error("cannot restore: %s", e)
+            receiver.cancel()
+            return EXIT_FAILED
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
         reader = asyncio.create_task(self._read(queue))
         rc = EXIT_OK
@@ -339,6 +489,8 @@ class Coordinator:
                         reader.result() if reader.done() else None
                         break
                     await self._route(transport, item)
+                    if self._checkpoint_due():
+                        await self._checkpoint(transport)
                 if not self.event_time:
                     w = self.intake.clock(time.time())
                     if w is not None:
@@ -346,6 +498,14 @@ class Coordinator:
                 self._tick_progress()
             if rc == EXIT_OK:
                 await self._finish(transport)
+            elif self.cp_dir is not None and self._failure is None:
+                await asyncio.wait_for(self._checkpoint(transport),
+                                       FINAL_CHECKPOINT_TIMEOUT)
+                log.info("final checkpoint %d written", self.cp_next_id - 1)
+        except TimeoutError:
+            log.error("final checkpoint not done within %.0f s: the previous one stays",
+                      FINAL_CHECKPOINT_TIMEOUT)
+            rc = EXIT_STOPPED
         except asyncio.CancelledError:
             rc = EXIT_STOPPED
         except (ClusterError, OSError) as e:
@@ -383,12 +543,13 @@ class Coordinator:
             await transport.send(w, [wire.END, self.seq, last])
         await self._wait(lambda: all(self.done))
         self._merge(math.inf)
-        for mid, matrix in self.app.Matrices.items():
-            arrays = [a for a in self.shard_matrices[mid] if a is not None]
-            total = np.sum(arrays, axis=0) if arrays else matrix.Array
-            save_npy(self.settings.output_dir / f"{mid}.npy", total)
-            if isinstance(matrix, PersistentMatrix):
-                save_npy(matrix.path, total)
+        for mid in self.app.Matrices:
+            save_npy(self.settings.output_dir / f"{mid}.npy", self._summed(mid))
+        self._save_persistent()
+        if self.cp_dir is not None:
+            # A finished run starts afresh next time; only a stopped or crashed one resumes.
+            for old in checkpoint.scan(self.cp_dir):
+                shutil.rmtree(old.path, ignore_errors=True)
 
     # -- progress and summary ------------------------------------------------------------------
 
@@ -422,6 +583,10 @@ class Coordinator:
             "dead_letters": self.dead,
             "late_events": self.late,
             "per_worker_events": list(self.processed),
+            "events_processed": self.restored_events + sum(self.processed),
+            "restored_from_checkpoint": self.restored_from,
+            "checkpoints_taken": self.cp_taken,
+            "last_checkpoint": self.cp_last,
             "window_rows": self.window_rows,
             "sessions_ended": self.sessions_ended,
             "watermark": self.intake.watermark if math.isfinite(self.intake.watermark) else None,

@@ -17,7 +17,7 @@ import zmq.asyncio
 from cluster import wire
 
 # Messages queued per worker before a send waits: bounds memory and gives backpressure.
-SEND_HWM = 64
+SEND_HWM = 16
 
 
 class Transport(Protocol):

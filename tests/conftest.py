@@ -133,3 +133,32 @@ def seed_config(tmp_path: Path):
 def shm_segments() -> set[str]:
     """Names of this project's shared-memory segments that exist now."""
     return {p.name for p in Path("/dev/shm").glob("bspc-*")}
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every live descendant of ``pid`` with its command line."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if fields[0] == "Z":
+            continue
+        parent[int(entry.name)] = int(fields[1])
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        p = frontier.pop()
+        for child, pp in parent.items():
+            if pp == p and child not in found:
+                try:
+                    found[child] = (Path(f"/proc/{child}/cmdline").read_bytes()
+                                    .replace(b"\0", b" ").decode())
+                except OSError:
+                    found[child] = "?"
+                frontier.append(child)
+    return found

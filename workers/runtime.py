@@ -12,13 +12,16 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
 
 from bspump.application import ROLE_SHARD, RunInfo
 from bspump.loader import load_pipeline
+from bspump.processor import RestoreInfo
 from cluster import wire
+from cluster.checkpoint import ShardReader, ShardWriter
 from cluster.config import ClusterSettings
 
 log = logging.getLogger("bspump-cluster.worker")
@@ -63,6 +66,18 @@ class ShardRuntime:
             self.pipeline.finish(last_time)
             self.finished = True
             return [wire.DONE, self.worker, seq, self._report()]
+        if kind == wire.BARRIER:
+            cp_id, folder = msg[1], msg[2]
+            writer = ShardWriter(Path(folder), self.worker)
+            self.pipeline.checkpoint(writer)
+            files = writer.close()
+            return [wire.CHECKPOINTED, self.worker, cp_id, files, self._report()]
+        if kind == wire.RESTORE:
+            folder, old_workers = Path(msg[1]), int(msg[2])
+            readers = [ShardReader(folder, w) for w in range(old_workers)]
+            info = RestoreInfo(self.worker, self.run.workers, old_workers, self.run.key_groups)
+            self.pipeline.restore(readers, info)
+            return [wire.RESTORED, self.worker, self._report()]
         if kind == wire.STOP:
             self.finished = True
             return None
@@ -116,7 +131,7 @@ def serve(settings: ClusterSettings, run: RunInfo, run_dir: str, parent_pid: int
         return 1
     ctx = zmq.Context()
     down = ctx.socket(zmq.PULL)
-    down.setsockopt(zmq.RCVHWM, 64)
+    down.setsockopt(zmq.RCVHWM, 16)
     down.connect(f"ipc://{run_dir}/w{run.worker}.ipc")
     up = ctx.socket(zmq.PUSH)
     up.setsockopt(zmq.LINGER, 5000)
@@ -179,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     run = RunInfo(role=ROLE_SHARD, run_id=args.run_id, worker=args.worker, workers=args.workers,
                   output_dir=settings.output_dir,
                   event_time=settings.routing.time_field is not None,
-                  ring_span=args.ring_span, max_record_bytes=settings.max_record_bytes)
+                  ring_span=args.ring_span, max_record_bytes=settings.max_record_bytes,
+                  key_groups=settings.key_groups)
     started = time.monotonic()
     rc = serve(settings, run, args.run_dir, args.parent)
     log.debug("exit %d after %.1f s", rc, time.monotonic() - started)

@@ -6,11 +6,15 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from bspump.processor import Analyzer
+import msgpack
+
+from bspump.processor import Analyzer, RestoreInfo
+from cluster.layout import stable_hash
 
 if TYPE_CHECKING:
     from bspump.application import Application
     from bspump.pipeline import Pipeline
+    from cluster.checkpoint import ShardReader, ShardWriter
 
 
 class _Session:
@@ -37,6 +41,7 @@ class SessionAnalyzer(Analyzer):
     """
 
     ConfigDefaults: dict[str, Any] = {"session_timeout": 1800.0}
+    _FRAMEWORK_ATTRS = frozenset({"session_timeout"})
 
     def __init__(self, app: Application, pipeline: Pipeline, id: str | None = None,
                  config: Mapping[str, Any] | None = None, session_timeout: float = 1800) -> None:
@@ -124,6 +129,48 @@ class SessionAnalyzer(Analyzer):
     def _finish(self, last_time: float) -> None:
         for session_id, s in list(self._sessions.items()):
             self._end(session_id, s)
+
+    def _checkpoint(self, writer: ShardWriter) -> None:
+        """Open sessions by key group, so they can move to whichever worker owns them next."""
+        super()._checkpoint(writer)
+        run = self.App.Run
+        groups = run.key_groups if run is not None else 256
+        by_group: dict[int, list[list[Any]]] = {}
+        for session_id, s in self._sessions.items():
+            try:
+                data = msgpack.packb(s.data, use_bin_type=True)
+                msgpack.packb(session_id, use_bin_type=True)
+            except (TypeError, ValueError, OverflowError) as e:
+                self.Pipeline.dead_letters.append({
+                    "reason": f"{self.Id}: session {session_id!r} cannot be checkpointed "
+                              f"(its data is not msgpack-serialisable: {e}); it is kept in "
+                              "memory but a restore will not have it",
+                    "processor": self.Id, "event_time": s.last,
+                    "record": {"session_id": repr(session_id)}})
+                continue
+            g = stable_hash(session_id) % groups
+            by_group.setdefault(g, []).append([session_id, s.first, s.last, s.events, data])
+        writer.put_object(f"sessions.{self.Id}", by_group)
+
+    def _restore(self, readers: list[ShardReader], info: RestoreInfo) -> None:
+        """Take every open session whose key this worker owns now, from all old workers."""
+        super()._restore(readers, info)
+        found: list[tuple[float, Any, _Session]] = []
+        for reader in readers:
+            by_group = reader.get_object(f"sessions.{self.Id}") or {}
+            for entries in by_group.values():
+                for session_id, first, last, events, data in entries:
+                    key = tuple(session_id) if isinstance(session_id, list) else session_id
+                    if not info.owns(key):
+                        continue
+                    s = _Session(msgpack.unpackb(data, raw=False, strict_map_key=False),
+                                 first, -1)
+                    s.last = last
+                    s.events = events
+                    found.append((last, key, s))
+        found.sort(key=lambda x: x[0])
+        for _, key, s in found:
+            self._sessions[key] = s
 
     def _report(self) -> dict[str, Any] | None:
         if not self._ended:

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bspump.processor import Analyzer
+from bspump.processor import Analyzer, RestoreInfo
 
 if TYPE_CHECKING:
     from bspump.application import Application, RunInfo
     from bspump.pipeline import Pipeline
+    from cluster.checkpoint import ShardReader, ShardWriter
 
 # How many empty resolution periods on_tick is called for in one watermark jump;
 # beyond this a gap in the data skips straight to the periods that have data.
@@ -39,6 +40,7 @@ class TimeWindowAnalyzer(Analyzer):
         "count_field": "",
         "max_keys": 1 << 20,
     }
+    _FRAMEWORK_ATTRS = frozenset({"window_size", "resolution", "max_keys", "count_field"})
 
     def __init__(self, app: Application, pipeline: Pipeline, id: str | None = None,
                  config: Mapping[str, Any] | None = None, window_size: float = 3600,
@@ -133,6 +135,12 @@ class TimeWindowAnalyzer(Analyzer):
         self._key_list.append(key)
         return row
 
+    def _row_of(self, key: Any) -> int:
+        if isinstance(key, list):  # msgpack gives tuples back as lists
+            key = tuple(key)
+        row = self._keys.get(key)
+        return self._add_key(key) if row is None else row
+
     def _open_slot(self, slot: int, period: int) -> None:
         old = self._slot_period[slot]
         if old != -1 and not self._slot_closed[slot]:
@@ -155,10 +163,15 @@ class TimeWindowAnalyzer(Analyzer):
         self._close_until(watermark)
         res = self.resolution
         if self._next_tick is None:
-            if not math.isfinite(watermark):
+            # Ticks start with the first period that had data, else the watermark's period.
+            counted = [p for p in self._slot_period if p != -1]
+            if counted:
+                self._next_tick = (min(counted) + 1) * res
+            elif math.isfinite(watermark):
+                self._next_tick = (math.floor(watermark / res) + 1) * res
                 return
-            self._next_tick = (math.floor(watermark / res) + 1) * res
-            return
+            else:
+                return
         if (watermark - self._next_tick) / res > MAX_TICKS_PER_JUMP:
             self._next_tick = (math.floor(watermark / res)) * res
         while self._next_tick <= watermark:
@@ -180,6 +193,48 @@ class TimeWindowAnalyzer(Analyzer):
         if self._next_tick is None:
             self._next_tick = end - res
         self._advance(end)
+
+    def _checkpoint(self, writer: ShardWriter) -> None:
+        """Open periods (closed ones are merged already), their keys, the next tick."""
+        super()._checkpoint(writer)
+        if self._ring is None:
+            return
+        slots = [s for s, p in enumerate(self._slot_period)
+                 if p != -1 and not self._slot_closed[s]]
+        n = len(self._key_list)
+        writer.put_array(f"tw.{self.Id}", self._ring[slots, :n] if slots
+                         else np.zeros((0, n)))
+        writer.put_object(f"tw.{self.Id}", {
+            "periods": [self._slot_period[s] for s in slots],
+            "keys": list(self._key_list),
+            "next_tick": self._next_tick,
+        })
+
+    def _restore(self, readers: list[ShardReader], info: RestoreInfo) -> None:
+        """Add the open periods of the old workers this one takes over (sums stay right)."""
+        super()._restore(readers, info)
+        if self._ring is None:
+            self._allocate(None)
+        ticks = []
+        for old, reader in enumerate(readers):
+            meta = reader.get_object(f"tw.{self.Id}")
+            if meta is None:
+                continue
+            if meta["next_tick"] is not None:
+                ticks.append(meta["next_tick"])
+            if not info.summable_from(old):
+                continue
+            counts = reader.get_array(f"tw.{self.Id}")
+            if counts is None or not meta["periods"]:
+                continue
+            rows = np.array([self._row_of(k) for k in meta["keys"]], dtype=np.int64)
+            for period, values in zip(meta["periods"], counts, strict=True):
+                slot = period % len(self._slot_period)
+                if self._slot_period[slot] != period:
+                    self._open_slot(slot, period)
+                self._ring[slot, rows] += values  # type: ignore[index]
+        # Every worker saw the same watermarks, so every old worker had the same next tick.
+        self._next_tick = max(ticks) if ticks else None
 
     def _report(self) -> dict[str, Any] | None:
         new_keys = self._key_list[self._reported_keys:]

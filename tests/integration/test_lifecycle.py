@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, ROOT, cli, shm_segments
+from tests.conftest import CONFIGS, ROOT, cli, descendants, shm_segments
 
 ENDLESS = f"""
 [cluster]
@@ -32,35 +32,6 @@ rate = 20000
 """
 
 
-def _children(pid: int) -> dict[int, str]:
-    """Every live descendant of ``pid`` with its command line."""
-    parent: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if fields[0] == "Z":
-            continue
-        parent[int(entry.name)] = int(fields[1])
-    found: dict[int, str] = {}
-    frontier = [pid]
-    while frontier:
-        p = frontier.pop()
-        for child, pp in parent.items():
-            if pp == p and child not in found:
-                try:
-                    found[child] = (Path(f"/proc/{child}/cmdline").read_bytes()
-                                    .replace(b"\0", b" ").decode())
-                except OSError:
-                    found[child] = "?"
-                frontier.append(child)
-    return found
-
-
 def _start(config: Path, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "cluster", "run", str(config), "-o", str(out)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -70,7 +41,7 @@ def _start(config: Path, out: Path) -> subprocess.Popen[str]:
 def _wait_workers(proc: subprocess.Popen[str], n: int, timeout: float = 30) -> dict[int, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        kids = {p: c for p, c in _children(proc.pid).items() if "-m workers" in c}
+        kids = {p: c for p, c in descendants(proc.pid).items() if "-m workers" in c}
         if len(kids) == n:
             time.sleep(1.0)  # let events flow
             return kids
@@ -91,7 +62,7 @@ def test_signal_stops_everything_within_5s(endless: Path, tmp_path: Path, sig) -
     before = shm_segments()
     proc = _start(endless, tmp_path / "out")
     _wait_workers(proc, 2)
-    everyone = set(_children(proc.pid))
+    everyone = set(descendants(proc.pid))
     sent = time.monotonic()
     if sig == signal.SIGINT:
         os.killpg(proc.pid, sig)  # a terminal's Ctrl-C reaches the whole process group
@@ -109,16 +80,19 @@ def test_signal_stops_everything_within_5s(endless: Path, tmp_path: Path, sig) -
 
 
 def test_dead_worker_is_named_and_stops_the_run(endless: Path, tmp_path: Path) -> None:
+    """Without checkpoints there is nothing to restart from: the run stops with exit 3."""
     before = shm_segments()
+    endless.write_text(endless.read_text().replace("workers = 2", "workers = 2\n"
+                                                   "checkpoint_dir = none"))
     proc = _start(endless, tmp_path / "out")
     workers = _wait_workers(proc, 2)
-    everyone = set(_children(proc.pid))
+    everyone = set(descendants(proc.pid))
     victim = sorted(workers)[1]
     index = workers[victim].split("--worker ")[1].split()[0]
     os.kill(victim, signal.SIGKILL)
     _, err = proc.communicate(timeout=15)
     assert proc.returncode == 3, err
-    assert f"worker {index} (pid {victim}) died: killed by SIGKILL" in err
+    assert f"worker {index} (pid {victim}) died: killed by SIGKILL; stopping the run" in err
     assert not [p for p in everyone if Path(f"/proc/{p}/cmdline").exists()
                 and Path(f"/proc/{p}/cmdline").read_bytes()]
     assert shm_segments() <= before
