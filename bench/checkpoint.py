@@ -108,6 +108,7 @@ def main() -> int:
     rates: dict[str, list[float]] = {"off": [], "1 s": []}
     with tempfile.TemporaryDirectory() as d:
         off = Path(d) / "off.ini"
+        base = base.replace("[cluster]\n", f"[cluster]\npython_path = {ROOT / 'configs'}\n")
         off.write_text(base.replace("[cluster]\n", "[cluster]\ncheckpoint_dir = none\n"))
         on = Path(d) / "on.ini"
         on.write_text(base.replace("[cluster]\n", f"[cluster]\ncheckpoint_dir = {d}/cp\n"

@@ -88,7 +88,7 @@ def main() -> int:
         path = ROOT / "bench" / "RESULTS.md"
         text = path.read_text()
         marker = f"<!-- bench/run.py {args.config} -->"
-        start, end = text.find(marker), text.find(marker + " end")
+        start, end = text.find(marker), text.find(f"<!-- bench/run.py {args.config} end -->")
         if start == -1 or end == -1:
             sys.exit(f"markers {marker} not found in {path}")
         path.write_text(text[: start + len(marker)] + "\n" + block + "\n" + text[end:])

@@ -227,6 +227,20 @@ class FileJSONLinesSink(Sink):
             raise self.config_error("path", "a file sink needs a path")
         self.path = Path(chosen)
         self._file: IO[str] | None = None
+        self._resume_at: int | None = None
+
+    def get_state(self) -> Any:
+        """How long this worker's file was at the checkpoint."""
+        self.flush()
+        target = self._target()
+        return {"length": target.stat().st_size if target.exists() else 0}
+
+    def set_state(self, state: Any) -> None:
+        """Resume: lines written after the checkpoint are cut off (they are written again)."""
+        self._resume_at = int(state["length"])
+        target = self._target()
+        if target.exists():
+            os.truncate(target, min(self._resume_at, target.stat().st_size))
 
     def _target(self) -> Path:
         run = self.App.Run
@@ -243,7 +257,8 @@ class FileJSONLinesSink(Sink):
         if f is None:
             target = self._target()
             target.parent.mkdir(parents=True, exist_ok=True)
-            f = self._file = open(target, "w", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
+            mode = "a" if self._resume_at is not None else "w"
+            f = self._file = open(target, mode, encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
         f.write(dumps(event))
         f.write("\n")
 

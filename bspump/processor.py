@@ -51,10 +51,14 @@ class RestoreInfo:
     workers: int
     old_workers: int
     key_groups: int
+    layout: Layout = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", Layout(self.workers, self.key_groups))
 
     def owns(self, key: Any) -> bool:
         """Whether this worker owns ``key`` in the current layout."""
-        return Layout(self.workers, self.key_groups).worker_of(key) == self.worker
+        return self.layout.worker_of(key) == self.worker
 
     def summable_from(self, old_worker: int) -> bool:
         """Whether this worker adds old worker ``old_worker``'s summable state."""

@@ -95,6 +95,9 @@ def _check(run: Run, reference) -> None:
     assert_results_match(run, reference, PIPE)
     np.testing.assert_array_equal(np.load(run.out / "UserHits.npy"), reference.hits)
     np.testing.assert_array_equal(np.load(run.out.parent / "UserHits.npy"), reference.hits)
+    # The sink's files (one per worker) hold every event that got through, once.
+    written = sum(len(p.read_text().splitlines()) for p in run.out.glob("events.w*.jsonl"))
+    assert written == len(reference.accepted) - reference.geo_failures
 
 
 def _start(config: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
