@@ -137,7 +137,7 @@ class Pipeline:
 
     def advance(self, watermark: float) -> None:
         """Event time reached ``watermark``: windows close, ticks fire, sessions time out."""
-        for p in self.Processors:
+        for p in self._stateful():
             p._advance(watermark)
 
     def finish(self, last_time: float) -> None:

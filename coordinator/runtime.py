@@ -311,7 +311,7 @@ class Coordinator:
                 self._apply(worker, report)
                 if seq != -1:
                     self.acked[worker] = watermark
-                    self._merge(min(self.acked))
+                    await self._publish(self._merge(min(self.acked)))
             elif kind == wire.DONE:
                 _, worker, _seq, report = msg
                 self._apply(worker, report)
@@ -359,9 +359,11 @@ class Coordinator:
         if "events_in" in report:
             self.processed[worker] = report["events_in"]
 
-    def _merge(self, watermark: float) -> None:
+    def _merge(self, watermark: float) -> list[dict[str, Any]]:
+        """Write the windows every worker has closed at ``watermark``; return the rows."""
         if watermark <= self.merged_w:
-            return
+            return []
+        written: list[dict[str, Any]] = []
         for aid, merger in self.mergers.items():
             rows = merger.emit(watermark)
             if rows:
@@ -369,9 +371,17 @@ class Coordinator:
                 for row in rows:
                     out.write(row)
                 self.window_rows += len(rows)
+                written.extend({"analyzer": aid, **row} for row in rows)
         self.outputs.flush()
         self.merged_w = watermark
         self._progress.set()
+        return written
+
+    async def _publish(self, rows: list[dict[str, Any]]) -> None:
+        """Hand merged window rows to the sink when it publishes them (Kafka)."""
+        publish = getattr(self.pipeline.Sink, "publish_windows", None)
+        if rows and publish is not None:
+            await publish(rows)
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -542,7 +552,7 @@ class Coordinator:
         for w in range(self.workers):
             await transport.send(w, [wire.END, self.seq, last])
         await self._wait(lambda: all(self.done))
-        self._merge(math.inf)
+        await self._publish(self._merge(math.inf))
         for mid in self.app.Matrices:
             save_npy(self.settings.output_dir / f"{mid}.npy", self._summed(mid))
         self._save_persistent()

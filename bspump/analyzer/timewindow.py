@@ -38,7 +38,7 @@ class TimeWindowAnalyzer(Analyzer):
         "window_size": 3600.0,
         "resolution": 60.0,
         "count_field": "",
-        "max_keys": 1 << 20,
+        "max_keys": 1 << 16,
     }
     _FRAMEWORK_ATTRS = frozenset({"window_size", "resolution", "max_keys", "count_field"})
 

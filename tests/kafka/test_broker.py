@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,33 +18,6 @@ pytestmark = pytest.mark.kafka
 
 MESSAGES = 100
 PARTITIONS = 3
-
-
-def _in_ci() -> bool:
-    """Whether ``$CI`` is set (to anything but an empty, ``0`` or ``false`` value)."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
-@pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[KafkaBroker]:
-    """A running single-node Kafka broker on 127.0.0.1, shared by the session's tests.
-
-    Skips when Java is missing, except under CI (``$CI`` set), where that is a failure.
-    """
-    broker = KafkaBroker()
-    unavailable: str | None = None
-    try:
-        broker.start()
-    except BrokerUnavailable as exc:
-        unavailable = exc.reason
-    if unavailable is not None:
-        if _in_ci():
-            pytest.fail(f"Kafka broker unavailable under CI: {unavailable}", pytrace=False)
-        pytest.skip(f"Kafka broker unavailable: {unavailable}")
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 async def _produce(bootstrap: str, topic: str, payloads: list[dict[str, Any]]) -> set[int]:
