@@ -204,3 +204,35 @@ def test_kcat_writes_the_input_and_reads_the_output(setup, reference, lines,
                        text=True, check=True, timeout=60)
     produced = [json.loads(x) for x in p.stdout.splitlines() if x.strip()]
     assert Counter(map(_identity, produced)) == Counter(_identity(e) for _, e in reference.accepted)
+
+
+@pytest.mark.parametrize("when", ["at start", "mid-run"])
+def test_broker_unreachable_then_back(when, setup, reference, kafka_broker) -> None:
+    """A frozen broker (SIGSTOP) is retried with a clear message; nothing is lost."""
+    config, topic, out = setup
+    cfg = config()
+    pid = kafka_broker.pid
+    assert pid is not None
+    if when == "at start":
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "cluster", "run", str(cfg), "-o",
+                                 str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        if when == "mid-run":
+            deadline = time.monotonic() + 60
+            while not list((out / "checkpoints").glob("cp-*/MANIFEST.json")):
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(8)
+        assert proc.poll() is None, "the run gave up while the broker was away"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    _, stderr = proc.communicate(timeout=120)
+    run = Run(proc.returncode, "", stderr, out)
+    assert "retrying in" in stderr and kafka_broker.bootstrap in stderr, stderr
+    _check_state(run, reference)
+    produced = asyncio.run(_consume_all(kafka_broker.bootstrap, f"{topic}-out"))
+    assert {_identity(e) for e in produced} == {_identity(e) for _, e in reference.accepted}
