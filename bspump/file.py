@@ -58,8 +58,15 @@ class _FileSource(Source):
 class FileJSONLinesSource(_FileSource):
     """One JSON object per line. Position: byte offset and line number after a batch."""
 
+    supports_raw = True
+    RAW_CHUNK = 1 << 20
+
     async def batches(self) -> AsyncIterator[SourceBatch]:
-        """Read the file in batches of ``batch`` lines."""
+        """Read the file in batches of ``batch`` lines (raw: in chunks of about 1 MiB)."""
+        if self.want_raw:
+            async for batch in self._raw_batches():
+                yield batch
+            return
         limit = self.max_record_bytes
         name = str(self.path)
         with self._open() as f:
@@ -105,6 +112,62 @@ class FileJSONLinesSource(_FileSource):
                     yield SourceBatch(records, dead, {"offset": f.tell(), "line": line_no})
                     await asyncio.sleep(0)
                 if at_end:
+                    return
+
+
+    async def _raw_batches(self) -> AsyncIterator[SourceBatch]:
+        """Whole lines, undecoded: the coordinator decodes only what routing needs."""
+        limit = self.max_record_bytes
+        name = str(self.path)
+        with self._open() as f:
+            line_no = 0
+            if self._start_at:
+                f.seek(int(self._start_at["offset"]))
+                line_no = int(self._start_at["line"])
+            carry = b""
+            while True:
+                chunk = f.read(self.RAW_CHUNK)
+                if chunk:
+                    lines = (carry + chunk).split(b"\n")
+                    carry = lines.pop()
+                else:
+                    lines, carry = ([carry] if carry else []), b""
+                oversize = 0
+                if len(carry) > limit:
+                    # An unfinished line already over the limit: skip to its end.
+                    oversize = len(carry)
+                    while True:
+                        more = f.readline(1 << 20)
+                        oversize += len(more)
+                        if not more or more.endswith(b"\n"):
+                            break
+                    carry = b""
+                raw: list[bytes] = []
+                dead: list[tuple[Any, str]] = []
+                numbers: list[int] | None = None  # only when lines were left out
+                first = line_no + 1
+                for i, line in enumerate(lines):
+                    if line and len(line) <= limit and not line.isspace():
+                        raw.append(line)
+                        if numbers is not None:
+                            numbers.append(first + i)
+                        continue
+                    if numbers is None:
+                        numbers = list(range(first, first + i))
+                    if len(line) > limit:
+                        dead.append((_preview(line), f"{name}:{first + i}: record of {len(line)} "
+                                                     f"bytes exceeds max_record_bytes={limit}"))
+                line_no += len(lines)
+                if oversize:
+                    line_no += 1
+                    dead.append((None, f"{name}:{line_no}: record of {oversize} bytes exceeds "
+                                       f"max_record_bytes={limit}"))
+                if raw or dead:
+                    position = {"offset": f.tell() - len(carry), "line": line_no}
+                    yield SourceBatch([], dead, position, raw=raw, raw_origin=name,
+                                      raw_first_line=first, raw_lines=numbers)
+                    await asyncio.sleep(0)
+                if not chunk:
                     return
 
 

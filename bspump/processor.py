@@ -225,17 +225,40 @@ class Analyzer(Processor):
 
 @dataclass
 class SourceBatch:
-    """Records a source read, the ones it could not decode, and where it now stands."""
+    """Records a source read, the ones it could not decode, and where it now stands.
+
+    A source that was asked for raw records (``Source.want_raw``) may hand over
+    undecoded JSON objects in ``raw`` instead of ``records``: the coordinator then
+    decodes only the routing fields and the workers decode the rest, in parallel.
+    ``raw_origin`` and ``raw_lines`` (or ``raw_first_line`` + index) say where each
+    raw record came from, for dead letters.
+    """
 
     records: list[Any]
     dead: list[tuple[Any, str]] = field(default_factory=list)
     position: Any = None
+    raw: list[bytes] | None = None
+    raw_origin: str = ""
+    raw_first_line: int = 1
+    raw_lines: list[int] | None = None
+
+    def where(self, index: int) -> str:
+        """``origin:line`` of raw record ``index``."""
+        line = self.raw_lines[index] if self.raw_lines is not None \
+            else self.raw_first_line + index
+        return f"{self.raw_origin}:{line}"
+
+    def __len__(self) -> int:
+        return len(self.raw) if self.raw is not None else len(self.records)
 
 
 class Source(Processor):
     """Where events come from; runs in the coordinator only."""
 
     ConfigDefaults: dict[str, Any] = {"batch": 1000}
+    # Sources that can yield undecoded JSON objects set this; the runtime then sets want_raw.
+    supports_raw = False
+    want_raw = False
 
     async def batches(self) -> AsyncIterator[SourceBatch]:
         """Yield batches of decoded records until the input ends (forever for streams)."""

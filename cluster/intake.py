@@ -10,13 +10,16 @@ worker never sees a watermark that overtakes data it has not received.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from cluster.config import PipelineSettings
 from cluster.errors import RecordError
-from cluster.layout import Layout, key_extractor
+from cluster.layout import Layout, check_key, geo_cell, key_extractor
 
 # Event times outside this range are almost surely a unit mistake (ms, ns): refuse them
 # instead of pushing the watermark to the year 50,000 and making every later record late.
@@ -52,6 +55,29 @@ def parse_event_time(value: Any) -> float:
     if not (MIN_TIME <= t < MAX_TIME) or math.isnan(t):
         raise RecordError(f"event time {value!r} is outside 1970..3000 (epoch seconds expected)")
     return t
+
+
+def _route_struct(routing: PipelineSettings) -> type:
+    """A msgspec Struct of just the fields routing needs (missing ones stay UNSET)."""
+    fields: list[tuple[str, Any, Any]] = []
+    rename: dict[str, str] = {}
+    spec = routing.shard_key
+    if spec.geo is not None:
+        fields += [("la", Any, msgspec.UNSET), ("lo", Any, msgspec.UNSET)]
+        rename.update(la=spec.geo[0], lo=spec.geo[1])
+    else:
+        fields.append(("k", Any, msgspec.UNSET))
+        rename["k"] = str(spec.field)
+    if routing.time_field:
+        fields.append(("t", Any, msgspec.UNSET))
+        rename["t"] = routing.time_field
+    return msgspec.defstruct("Route", fields, rename=rename)
+
+
+def _text(line: bytes) -> str:
+    """A raw record as text for a dead letter."""
+    text = line[:4096].decode("utf-8", "replace")
+    return text if len(line) <= 4096 else f"{text}... ({len(line)} bytes)"
 
 
 @dataclass
@@ -99,6 +125,9 @@ class Intake:
         self._key = key_extractor(routing.shard_key)
         self._time_field = routing.time_field
         self._cache: dict[Any, int] = {}
+        route = _route_struct(routing)
+        self._decode_all = msgspec.json.Decoder(list[route])  # type: ignore[valid-type]
+        self._decode_one: msgspec.json.Decoder[Any] = msgspec.json.Decoder(route)
 
     def _new_chunk(self) -> Chunk:
         n = self.layout.workers
@@ -119,41 +148,106 @@ class Intake:
     def feed(self, records: list[Any], now: float | None = None) -> IntakeResult:
         """Route one batch of decoded records; ``now`` stamps them in processing time."""
         result = IntakeResult()
-        chunk = self._new_chunk()
         key_of = self._key
-        worker_of = self._worker
-        dead = result.dead
-        accepted = 0
-        if not self.event_time:
-            stamp = now if now is not None else 0.0
-            for record in records:
-                try:
-                    key = key_of(record)
-                except RecordError as e:
-                    dead.append(Rejected(record, str(e)))
-                    continue
-                w = worker_of(key)
-                chunk.times[w].append(stamp)
-                chunk.events[w].append(record)
-                accepted += 1
-            result.chunks.append(chunk)
-            result.accepted = accepted
-            return result
-
         tf = self._time_field
-        late = result.late
-        lateness = self.lateness
+        kept: list[Any] = []
+        keys: list[Any] = []
+        times: list[float] = []
         for record in records:
             try:
                 key = key_of(record)
-                try:
-                    raw_time = record[tf]
-                except KeyError:
-                    raise RecordError(f"missing time field {tf!r}") from None
-                t = parse_event_time(raw_time)
+                if tf is None:
+                    t = 0.0
+                else:
+                    try:
+                        raw_time = record[tf]
+                    except KeyError:
+                        raise RecordError(f"missing time field {tf!r}") from None
+                    t = parse_event_time(raw_time)
             except RecordError as e:
-                dead.append(Rejected(record, str(e)))
+                result.dead.append(Rejected(record, str(e)))
                 continue
+            kept.append(record)
+            keys.append(key)
+            times.append(t)
+        self._split(kept, keys, times, now, result)
+        return result
+
+    def feed_raw(self, lines: list[bytes], where: Callable[[int], str],
+                 now: float | None = None) -> IntakeResult:
+        """Route undecoded JSON objects: only the shard key and time fields are decoded.
+
+        ``where(i)`` names the origin of line ``i`` (``file:line``) for dead letters.
+        """
+        result = IntakeResult()
+        try:
+            routes: list[Any] = self._decode_all.decode(b"[" + b",".join(lines) + b"]")
+        except msgspec.DecodeError:
+            routes = [self._decode_one_line(line, where(i), result)
+                      for i, line in enumerate(lines)]
+        spec = self.routing.shard_key
+        geo = spec.geo
+        name = spec.field or ""
+        tf = self._time_field
+        unset = msgspec.UNSET
+        kept: list[bytes] = []
+        keys: list[Any] = []
+        times: list[float] = []
+        for i, r in enumerate(routes):
+            if r is None:
+                continue
+            try:
+                if geo is not None:
+                    if r.la is unset or r.lo is unset:
+                        missing = geo[0] if r.la is unset else geo[1]
+                        raise RecordError(f"missing shard key field {missing!r}")
+                    key = geo_cell(geo, r.la, r.lo)
+                else:
+                    if r.k is unset:
+                        raise RecordError(f"missing shard key field {name!r}")
+                    key = check_key(name, r.k)
+                if tf is None:
+                    t = 0.0
+                elif r.t is unset:
+                    raise RecordError(f"missing time field {tf!r}")
+                else:
+                    t = parse_event_time(r.t)
+            except RecordError as e:
+                result.dead.append(Rejected(_text(lines[i]), f"{where(i)}: {e}"))
+                continue
+            kept.append(lines[i])
+            keys.append(key)
+            times.append(t)
+        self._split(kept, keys, times, now, result)
+        return result
+
+    def _decode_one_line(self, line: bytes, where: str, result: IntakeResult) -> Any:
+        try:
+            return self._decode_one.decode(line)
+        except msgspec.ValidationError:
+            result.dead.append(Rejected(_text(line), f"{where}: not a JSON object"))
+        except msgspec.DecodeError as e:
+            result.dead.append(Rejected(_text(line), f"{where}: malformed JSON: {e}"))
+        return None
+
+    def _split(self, records: list[Any], keys: list[Any], times: list[float],
+               now: float | None, result: IntakeResult) -> None:
+        """Lateness, watermark and per-worker chunks for records that can be routed."""
+        chunk = self._new_chunk()
+        worker_of = self._worker
+        if not self.event_time:
+            stamp = now if now is not None else 0.0
+            for record, key in zip(records, keys, strict=True):
+                w = worker_of(key)
+                chunk.times[w].append(stamp)
+                chunk.events[w].append(record)
+            result.chunks.append(chunk)
+            result.accepted = len(records)
+            return
+        late = result.late
+        lateness = self.lateness
+        accepted = 0
+        for record, key, t in zip(records, keys, times, strict=True):
             if t < self.watermark:
                 late.append(Rejected(record, "late", t))
                 continue
@@ -173,7 +267,6 @@ class Intake:
             accepted += 1
         result.chunks.append(chunk)
         result.accepted = accepted
-        return result
 
     def state(self) -> dict[str, float]:
         """Watermark bookkeeping, for a checkpoint manifest."""

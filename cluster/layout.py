@@ -84,23 +84,40 @@ class Layout:
 KeyExtractor = Callable[[dict[str, Any]], Any]
 
 
+def check_key(name: str, key: Any) -> Any:
+    """A shard key value as found in field ``name``; RecordError when it cannot route."""
+    if key is None or isinstance(key, (dict, list)):
+        raise RecordError(f"shard key field {name!r} is {type(key).__name__}")
+    return key
+
+
+def geo_cell(spec: tuple[str, str, float], lat_value: Any, lon_value: Any) -> str:
+    """The geo cell ``"row:col"`` of a position, cells of ``size`` degrees."""
+    lat_field, lon_field, size = spec
+    try:
+        lat = float(lat_value)
+        lon = float(lon_value)
+    except (TypeError, ValueError, OverflowError):
+        raise RecordError(
+            f"shard key fields {lat_field!r}/{lon_field!r} are not numbers") from None
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise RecordError(f"coordinates out of range: {lat}, {lon}")
+    return f"{math.floor(lat / size)}:{math.floor(lon / size)}"
+
+
 def key_extractor(spec: ShardKeySpec) -> KeyExtractor:
     """A function taking an event to its shard key; raises RecordError when absent."""
     if spec.geo is not None:
-        lat_field, lon_field, size = spec.geo
+        geo = spec.geo
+        lat_field, lon_field, _ = geo
 
         def geo_key(event: dict[str, Any]) -> Any:
             try:
-                lat = float(event[lat_field])
-                lon = float(event[lon_field])
+                return geo_cell(geo, event[lat_field], event[lon_field])
             except KeyError as e:
                 raise RecordError(f"missing shard key field {e.args[0]!r}") from None
-            except (TypeError, ValueError, OverflowError):
-                raise RecordError(
-                    f"shard key fields {lat_field!r}/{lon_field!r} are not numbers") from None
-            if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-                raise RecordError(f"coordinates out of range: {lat}, {lon}")
-            return f"{math.floor(lat / size)}:{math.floor(lon / size)}"
+            except TypeError:
+                raise RecordError("record is not an object") from None
 
         return geo_key
 
@@ -114,8 +131,6 @@ def key_extractor(spec: ShardKeySpec) -> KeyExtractor:
             raise RecordError(f"missing shard key field {name!r}") from None
         except TypeError:
             raise RecordError("record is not an object") from None
-        if key is None or isinstance(key, (dict, list)):
-            raise RecordError(f"shard key field {name!r} is {type(key).__name__}")
-        return key
+        return check_key(name, key)
 
     return field_key

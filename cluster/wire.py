@@ -4,6 +4,7 @@ Down (coordinator to one worker, one ordered channel per worker, so control is
 ordered with data):
 
 - ``[DATA, times, events]``: a batch of events and their event times
+- ``[DATA_RAW, times, lines]``: the same, each event an undecoded JSON object (bytes)
 - ``[WATERMARK, seq, watermark]``: event time has reached ``watermark``; ack it
 - ``[END, seq]``: end of input; close everything, report, exit
 - ``[STOP]``: stop now without a final report
@@ -35,6 +36,7 @@ END = 3
 STOP = 4
 BARRIER = 5
 RESTORE = 6
+DATA_RAW = 7
 
 HELLO = 10
 ACK = 11

@@ -96,6 +96,9 @@ class Coordinator:
                       max_record_bytes=settings.max_record_bytes,
                       key_groups=settings.key_groups)
         self.app, self.pipeline = load_pipeline(settings, run)
+        source = self.pipeline.Source
+        if source is not None and source.supports_raw:
+            source.want_raw = True  # decode routing fields here, the rest on the workers
         self.timing = timing_of(self.pipeline, settings)
         self.run_info = dataclasses.replace(run, ring_span=self.timing.ring_span)
         self.event_time = run.event_time
@@ -404,8 +407,9 @@ class Coordinator:
     async def _send_data(self, transport: Transport, worker: int, times: list[float],
                          events: list[Any]) -> None:
         size = self.settings.batch_size
+        kind = wire.DATA_RAW if isinstance(events[0], bytes) else wire.DATA
         for i in range(0, len(events), size):
-            await transport.send(worker, [wire.DATA, times[i:i + size], events[i:i + size]])
+            await transport.send(worker, [kind, times[i:i + size], events[i:i + size]])
         self.sent[worker] += len(events)
 
     async def _send_watermark(self, transport: Transport, watermark: float) -> None:
@@ -418,13 +422,18 @@ class Coordinator:
         for raw, reason in batch.dead:
             self.outputs.dead_letter(reason, raw)
             self.dead += 1
-        self.records_read += len(batch.records) + len(batch.dead)
-        result = self.intake.feed(batch.records, None if self.event_time else time.time())
+        self.records_read += len(batch) + len(batch.dead)
+        now = None if self.event_time else time.time()
+        if batch.raw is not None:
+            result = self.intake.feed_raw(batch.raw, batch.where, now)
+        else:
+            result = self.intake.feed(batch.records, now)
         for r in result.dead:
             self.outputs.dead_letter(r.reason, r.record)
         self.dead += len(result.dead)
         for r in result.late:
-            self.outputs.late(r.record, r.event_time, self.intake.watermark)
+            record = json.loads(r.record) if isinstance(r.record, bytes) else r.record
+            self.outputs.late(record, r.event_time, self.intake.watermark)
         self.late += len(result.late)
         lag = self.timing.max_lag
         for chunk in result.chunks:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import zmq
 
 from bspump.application import ROLE_SHARD, RunInfo
@@ -36,6 +37,7 @@ class ShardRuntime:
         self.app, self.pipeline = load_pipeline(settings, run)
         self.pipeline.start(run)
         self.finished = False
+        self._decode = msgspec.json.Decoder().decode
 
     def hello(self) -> list[Any]:
         """The first message: who we are and where our shared arrays are."""
@@ -49,8 +51,12 @@ class ShardRuntime:
     def handle(self, msg: list[Any]) -> list[Any] | None:
         """Act on one message; return the reply to send, if any."""
         kind = msg[0]
-        if kind == wire.DATA:
-            self.pipeline.process_batch(msg[1], msg[2])
+        if kind == wire.DATA or kind == wire.DATA_RAW:
+            events = msg[2]
+            if kind == wire.DATA_RAW:
+                decode = self._decode
+                events = [decode(x) for x in events]
+            self.pipeline.process_batch(msg[1], events)
             dead = self.pipeline.dead_letters
             if len(dead) >= 1000:
                 # Do not let a run of failing events pile up until the next tick.
