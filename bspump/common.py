@@ -18,6 +18,9 @@ class NullSink(Sink):
     def write(self, context: dict[str, Any], event: Any) -> None:
         """Discard the event."""
 
+    def _step(self) -> tuple[Any, bool]:
+        return None, False  # nothing to call per event
+
 
 class StdoutSink(Sink):
     """Prints each event as one JSON line; on workers the lines reach the cluster's stdout."""

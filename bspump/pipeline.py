@@ -35,6 +35,8 @@ class Pipeline:
         self.events_out = 0
         self.dead_letters: list[dict[str, Any]] = []
         self._chain: list[Callable[[dict[str, Any], Any], Any]] = []
+        self._observes: list[bool] = []
+        self._sink_step: Callable[[dict[str, Any], Any], Any] | None = None
         app.add_pipeline(self)
 
     def build(self, source: Source, *processors: Processor) -> None:
@@ -89,9 +91,12 @@ class Pipeline:
 
     def start(self, run: RunInfo) -> None:
         """Prepare every processor and the sink for a run."""
-        for p in [*self.Processors, *([self.Sink] if self.Sink else [])]:
+        for p in self._stateful():
             p._start(run)
-        self._chain = [p.process for p in self.Processors]
+        steps = [p._step() for p in self.Processors]
+        self._chain = [fn for fn, _ in steps]
+        self._observes = [observes for _, observes in steps]
+        self._sink_step = self.Sink._step()[0] if self.Sink is not None else None
 
     def process_batch(self, times: Sequence[float], events: Sequence[Any]) -> None:
         """Run every processor, then the sink, on each event in order.
@@ -99,28 +104,56 @@ class Pipeline:
         An exception raised for one event sends that event to the dead letters
         and the batch goes on.
         """
+        if not self._chain and self.Processors:
+            self._chain = [p.process for p in self.Processors]  # built without start()
+            self._observes = [False] * len(self._chain)
+            self._sink_step = self.Sink.process if self.Sink is not None else None
         chain = self._chain
-        sink = self.Sink.process if self.Sink is not None else None
+        sink = self._sink_step
         seq = self.event_seq
         out = 0
-        for t, event in zip(times, events, strict=True):
-            self.event_time = t
-            seq += 1
-            self.event_seq = seq
-            context: dict[str, Any] = {"event_time": t}
-            step: Callable[[dict[str, Any], Any], Any] | None = None
-            try:
-                for step in chain:
-                    event = step(context, event)
-                    if event is None:
-                        break
-                else:
-                    out += 1
+        step: Callable[[dict[str, Any], Any], Any] | None = None
+        if all(self._observes):
+            # Analyzers only (the common case): None means "pass the event on".
+            for t, event in zip(times, events, strict=True):
+                self.event_time = t
+                seq += 1
+                self.event_seq = seq
+                context: dict[str, Any] = {"event_time": t}
+                try:
+                    for step in chain:
+                        result = step(context, event)
+                        if result is not None:
+                            event = result
                     if sink is not None:
                         step = sink
                         sink(context, event)
-            except Exception as e:
-                self._dead_letter(step, event, e)
+                except Exception as e:
+                    self._dead_letter(step, event, e)
+                    continue
+                out += 1
+        else:
+            steps = list(zip(chain, self._observes, strict=True))
+            for t, event in zip(times, events, strict=True):
+                self.event_time = t
+                seq += 1
+                self.event_seq = seq
+                context = {"event_time": t}
+                try:
+                    for step, observes in steps:
+                        result = step(context, event)
+                        if result is None:
+                            if observes:
+                                continue
+                            break
+                        event = result
+                    else:
+                        out += 1
+                        if sink is not None:
+                            step = sink
+                            sink(context, event)
+                except Exception as e:
+                    self._dead_letter(step, event, e)
         self.events_in += len(events)
         self.events_out += out
 

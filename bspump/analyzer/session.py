@@ -62,11 +62,22 @@ class SessionAnalyzer(Analyzer):
         s = sessions.get(session_id)
         if s is None:
             return None
-        t = self.Pipeline.event_time
+        pipeline = self.Pipeline
+        t = pipeline.event_time
         if t - s.last > self.session_timeout:
             self._end(session_id, s)
             return None
-        self._touch(session_id, s, t)
+        # _touch, inlined: this runs for nearly every event.
+        seq = pipeline.event_seq
+        if s.seq != seq:
+            s.seq = seq
+            s.events += 1
+        if t > s.last:
+            s.last = t
+        elif t < s.first:
+            s.first = t
+        del sessions[session_id]
+        sessions[session_id] = s
         return s.data
 
     def create_session(self, session_id: Any, session_data: Any) -> Any:

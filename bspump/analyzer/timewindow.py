@@ -95,6 +95,21 @@ class TimeWindowAnalyzer(Analyzer):
         result = self.evaluate(context, event)
         return event if result is None else result
 
+    def _step(self) -> tuple[Any, bool]:
+        if type(self).process is not TimeWindowAnalyzer.process:
+            return self.process, False
+        if self.count_field is None:
+            return self.evaluate, True
+        field, count, evaluate = self.count_field, self.count, self.evaluate
+
+        def count_then_evaluate(context: dict[str, Any], event: Any) -> Any:
+            key = event.get(field) if type(event) is dict else None
+            if key is not None:
+                count(key)
+            return evaluate(context, event)
+
+        return count_then_evaluate, True
+
     @property
     def window_array(self) -> np.ndarray | None:
         """The ring of period slots: ``[slot, key row]``."""
