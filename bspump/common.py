@@ -8,7 +8,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bspump.processor import Sink, Source, SourceBatch
+from bspump.processor import NOTHING, Sink, Source, SourceBatch
 from cluster.outputs import dumps
 
 
@@ -20,6 +20,9 @@ class NullSink(Sink):
 
     def _step(self) -> tuple[Any, bool]:
         return None, False  # nothing to call per event
+
+    def _batch_step(self) -> Any:
+        return NOTHING
 
 
 class StdoutSink(Sink):

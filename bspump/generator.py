@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bspump.batch import EventBatch
 from bspump.processor import Source, SourceBatch
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class GeneratorSource(Source):
         "lon_max": 180.0,
         "spike_probability": 0.001,
     }
+    supports_columns = True
 
     def __init__(self, app: Application, pipeline: Pipeline, id: str | None = None,
                  config: Mapping[str, Any] | None = None) -> None:
@@ -99,17 +101,17 @@ class GeneratorSource(Source):
             parts.append({k: v[s0:s1] for k, v in col.items()})
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
+    def column_batch(self, start: int, stop: int) -> EventBatch:
+        """Events ``start``..``stop`` as an EventBatch (user_id and type categorical)."""
+        col = self.columns(start, stop)
+        return EventBatch(col["timestamp"], {
+            "user_id": col["user"], "type": col["type"], "timestamp": col["timestamp"],
+            "value": col["value"], "latitude": col["latitude"], "longitude": col["longitude"],
+        }, {"user_id": "u", "type": "type"})
+
     def events(self, start: int, stop: int) -> list[dict[str, Any]]:
         """Events ``start``..``stop`` as dicts."""
-        col = self.columns(start, stop)
-        return [
-            {"user_id": f"u{u}", "type": f"type{k}", "timestamp": t, "value": v,
-             "latitude": la, "longitude": lo}
-            for u, k, t, v, la, lo in zip(
-                col["user"].tolist(), col["type"].tolist(), col["timestamp"].tolist(),
-                col["value"].tolist(), col["latitude"].tolist(), col["longitude"].tolist(),
-                strict=True)
-        ]
+        return self.column_batch(start, stop).to_dicts()
 
     async def batches(self) -> AsyncIterator[SourceBatch]:
         """Yield batches until ``count`` events (forever when count is 0)."""
@@ -120,10 +122,13 @@ class GeneratorSource(Source):
             stop = self._position + self.batch
             if self.count:
                 stop = min(stop, self.count)
-            records = self.events(self._position, stop)
-            emitted += len(records)
+            if self.want_columns:
+                batch = SourceBatch([], [], stop, columns=self.column_batch(self._position, stop))
+            else:
+                batch = SourceBatch(self.events(self._position, stop), [], stop)
+            emitted += len(batch)
             self._position = stop
-            yield SourceBatch(records, [], stop)
+            yield batch
             if rate > 0:
                 ahead = emitted / rate - (time.monotonic() - began)
                 if ahead > 0:

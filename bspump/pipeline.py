@@ -7,11 +7,13 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from bspump.processor import NOTHING as _NOTHING
 from bspump.processor import Processor, RestoreInfo, Sink, Source
 from cluster.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     from bspump.application import Application, RunInfo
+    from bspump.batch import EventBatch
     from cluster.checkpoint import ShardReader, ShardWriter
 
 
@@ -33,10 +35,12 @@ class Pipeline:
         self.event_seq = 0
         self.events_in = 0
         self.events_out = 0
+        self.events_batched = 0  # of events_in, how many took the batch path
         self.dead_letters: list[dict[str, Any]] = []
         self._chain: list[Callable[[dict[str, Any], Any], Any]] = []
         self._observes: list[bool] = []
         self._sink_step: Callable[[dict[str, Any], Any], Any] | None = None
+        self._batch_steps: list[Callable[[EventBatch], None]] | None = None
         app.add_pipeline(self)
 
     def build(self, source: Source, *processors: Processor) -> None:
@@ -97,6 +101,9 @@ class Pipeline:
         self._chain = [fn for fn, _ in steps]
         self._observes = [observes for _, observes in steps]
         self._sink_step = self.Sink._step()[0] if self.Sink is not None else None
+        batch_steps = [p._batch_step() for p in self._stateful()]
+        self._batch_steps = None if any(b is None for b in batch_steps) else \
+            [b for b in batch_steps if b is not _NOTHING]
 
     def process_batch(self, times: Sequence[float], events: Sequence[Any]) -> None:
         """Run every processor, then the sink, on each event in order.
@@ -156,6 +163,33 @@ class Pipeline:
                     self._dead_letter(step, event, e)
         self.events_in += len(events)
         self.events_out += out
+
+    def process_columns(self, batch: EventBatch) -> None:
+        """Run a columnar batch: whole-batch steps when every piece has one, else per event.
+
+        A batch step that raises sends every event of the batch to the dead letters
+        (its effects cannot be told apart per event); the run goes on.
+        """
+        steps = self._batch_steps
+        if steps is None:
+            self.process_batch(batch.times.tolist(), batch.to_dicts())
+            return
+        n = len(batch)
+        if n:
+            self.event_time = float(batch.times[-1])
+            self.event_seq += n
+        step: Callable[[EventBatch], None] | None = None
+        try:
+            for step in steps:
+                step(batch)
+        except Exception as e:
+            for event in batch.to_dicts():
+                self._dead_letter(step, event, e)
+            self.events_in += n
+            return
+        self.events_in += n
+        self.events_out += n
+        self.events_batched += n
 
     def _dead_letter(self, step: Callable[..., Any] | None, event: Any, error: Exception) -> None:
         owner = getattr(step, "__self__", None)

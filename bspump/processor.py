@@ -18,10 +18,15 @@ from cluster.layout import Layout
 
 if TYPE_CHECKING:
     from bspump.application import Application, RunInfo
+    from bspump.batch import EventBatch
     from bspump.pipeline import Pipeline
     from cluster.checkpoint import ShardReader, ShardWriter
 
 _PLAIN = (type(None), bool, int, float, str, bytes)
+
+
+def NOTHING(batch: Any) -> None:
+    """A batch step with no work (a piece that ignores events)."""
 
 
 def _is_plain(value: Any, depth: int = 0) -> bool:
@@ -166,6 +171,10 @@ class Processor:
         """The callable the pipeline runs per event, and whether None means "pass on"."""
         return self.process, False
 
+    def _batch_step(self) -> Any:
+        """The callable that takes a whole EventBatch; None: this piece needs dicts."""
+        return None
+
     def _start(self, run: RunInfo) -> None:
         """The run is about to begin: allocate state."""
 
@@ -226,11 +235,30 @@ class Analyzer(Processor):
         result = self.evaluate(context, event)
         return event if result is None else result
 
+    def evaluate_batch(self, batch: EventBatch) -> None:
+        """Look at a whole batch of events (numpy columns) at once.
+
+        Override it beside :meth:`evaluate`, with the same effect on state, to let the
+        pipeline skip building a dict per event (see :mod:`bspump.batch`). The batch
+        path is taken only when every piece of the pipeline can take batches.
+        """
+        raise NotImplementedError
+
     def _step(self) -> tuple[Any, bool]:
         # Calling evaluate directly saves a call per event; None passes the event on.
         if type(self).process is Analyzer.process:
             return self.evaluate, True
         return self.process, False
+
+    def _batch_step(self) -> Any:
+        cls = type(self)
+        if cls.process is not Analyzer.process:
+            return None
+        if cls.evaluate_batch is not Analyzer.evaluate_batch:
+            return self.evaluate_batch
+        if cls.evaluate is Analyzer.evaluate:
+            return NOTHING  # observes nothing: no work per batch
+        return None
 
 
 @dataclass
@@ -248,6 +276,7 @@ class SourceBatch:
     dead: list[tuple[Any, str]] = field(default_factory=list)
     position: Any = None
     raw: list[bytes] | None = None
+    columns: EventBatch | None = None
     raw_origin: str = ""
     raw_first_line: int = 1
     raw_lines: list[int] | None = None
@@ -259,6 +288,8 @@ class SourceBatch:
         return f"{self.raw_origin}:{line}"
 
     def __len__(self) -> int:
+        if self.columns is not None:
+            return len(self.columns)
         return len(self.raw) if self.raw is not None else len(self.records)
 
 
@@ -266,9 +297,12 @@ class Source(Processor):
     """Where events come from; runs in the coordinator only."""
 
     ConfigDefaults: dict[str, Any] = {"batch": 1000}
-    # Sources that can yield undecoded JSON objects set this; the runtime then sets want_raw.
+    # Sources that can yield undecoded JSON objects (or numpy columns) say so; the runtime
+    # then asks for them with want_raw (want_columns).
     supports_raw = False
     want_raw = False
+    supports_columns = False
+    want_columns = False
 
     async def batches(self) -> AsyncIterator[SourceBatch]:
         """Yield batches of decoded records until the input ends (forever for streams)."""

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
+import msgspec
 import numpy as np
 
 
@@ -27,9 +28,16 @@ def _json_default(obj: Any) -> Any:
     return repr(obj)
 
 
+_encoder = msgspec.json.Encoder(enc_hook=_json_default)
+
+
 def dumps(obj: Any) -> str:
     """JSON for a result line; anything JSON cannot hold becomes its closest text."""
-    return json.dumps(obj, default=_json_default, ensure_ascii=False, separators=(", ", ": "))
+    try:
+        return _encoder.encode(obj).decode()
+    except (TypeError, ValueError, OverflowError):
+        # Keys JSON cannot have, huge integers...: the standard library is more lenient.
+        return json.dumps(obj, default=_json_default, ensure_ascii=False)
 
 
 def number(x: float) -> int | float:
@@ -126,6 +134,8 @@ class RunOutputs:
 
     def dead_letter(self, reason: str, record: Any, **where: Any) -> None:
         """Keep a record that could not be processed, with the reason."""
+        if isinstance(record, (bytes, bytearray, memoryview)):
+            record = bytes(record).decode("utf-8", "replace")  # text, not base64
         self.dead_letters.write({"reason": reason, **where, "record": record})
 
     def late(self, record: Any, event_time: float | None, watermark: float) -> None:

@@ -5,6 +5,7 @@ ordered with data):
 
 - ``[DATA, times, events]``: a batch of events and their event times
 - ``[DATA_RAW, times, lines]``: the same, each event an undecoded JSON object (bytes)
+- ``[DATA_COLS, times bytes, columns]``: the same as numpy columns (``EventBatch.to_wire``)
 - ``[WATERMARK, seq, watermark]``: event time has reached ``watermark``; ack it
 - ``[END, seq]``: end of input; close everything, report, exit
 - ``[STOP]``: stop now without a final report
@@ -37,6 +38,7 @@ STOP = 4
 BARRIER = 5
 RESTORE = 6
 DATA_RAW = 7
+DATA_COLS = 8
 
 HELLO = 10
 ACK = 11

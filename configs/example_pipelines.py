@@ -5,6 +5,7 @@ runs every analyzer of the documentation on one stream, with the built-in counte
 of ``TimeWindowAnalyzer`` (``count_field``) writing merged window rows.
 """
 
+import numpy as np
 from spec_examples import (
     GeoAnalyzer,
     HourlyCountAnalyzer,
@@ -16,6 +17,8 @@ from spec_examples import (
 import bspump
 import bspump.common
 import bspump.generator
+from bspump.analyzer import TimeWindowAnalyzer
+from bspump.matrix import Matrix
 
 
 class GeoPipeline(bspump.Pipeline):
@@ -55,5 +58,42 @@ class BenchPipeline(bspump.Pipeline):
             bspump.generator.GeneratorSource(app, self),
             HourlyCountAnalyzer(app, self),
             UserSessionAnalyzer(app, self),
+            bspump.common.NullSink(app, self),
+        )
+
+
+class UserTotalsAnalyzer(bspump.Analyzer):
+    """Events and value sum per user in a Matrix (users x 2), per event or per batch."""
+
+    ConfigDefaults = {"users": 10000}
+
+    def __init__(self, app, pipeline, id=None, config=None):
+        super().__init__(app, pipeline, id, config)
+        self.totals = Matrix(app, "UserTotals", (int(self.Config["users"]), 2))
+
+    def evaluate(self, context, event):
+        row = int(event["user_id"][1:])
+        self.totals[row, 0] += 1
+        self.totals[row, 1] += event["value"]
+
+    def evaluate_batch(self, batch):
+        if batch.is_categorical("user_id"):
+            rows = batch["user_id"]
+        else:
+            rows = np.array([int(u[1:]) for u in batch.values("user_id")], dtype=np.int64)
+        n = self.totals.shape[0]
+        self.totals.Array[:, 0] += np.bincount(rows, minlength=n)
+        self.totals.Array[:, 1] += np.bincount(rows, weights=batch["value"], minlength=n)
+
+
+class CountersPipeline(bspump.Pipeline):
+    """The built-in counters on a columnar stream: no per-event Python at all."""
+
+    def __init__(self, app, pipeline_id):
+        super().__init__(app, pipeline_id)
+        self.build(
+            bspump.generator.GeneratorSource(app, self),
+            TimeWindowAnalyzer(app, self, window_size=3600, resolution=60),
+            UserTotalsAnalyzer(app, self),
             bspump.common.NullSink(app, self),
         )

@@ -29,6 +29,7 @@ import numpy as np
 
 from bspump.analyzer import SessionAnalyzer, TimeWindowAnalyzer
 from bspump.application import ROLE_COORDINATOR, RunInfo
+from bspump.batch import EventBatch
 from bspump.loader import load_pipeline
 from bspump.matrix import PersistentMatrix
 from bspump.processor import SourceBatch
@@ -97,7 +98,9 @@ class Coordinator:
                       key_groups=settings.key_groups)
         self.app, self.pipeline = load_pipeline(settings, run)
         source = self.pipeline.Source
-        if source is not None and source.supports_raw:
+        if source is not None and source.supports_columns:
+            source.want_columns = True  # route numpy columns; never build a dict here
+        elif source is not None and source.supports_raw:
             source.want_raw = True  # decode routing fields here, the rest on the workers
         self.timing = timing_of(self.pipeline, settings)
         self.run_info = dataclasses.replace(run, ring_span=self.timing.ring_span)
@@ -121,6 +124,7 @@ class Coordinator:
         self.late = 0
         self.sent = [0] * workers
         self.processed = [0] * workers
+        self.batched = [0] * workers
         self.sessions_ended = 0
         self.window_rows = 0
         self.restored_from: int | None = None
@@ -361,6 +365,7 @@ class Coordinator:
             self.dead += 1
         if "events_in" in report:
             self.processed[worker] = report["events_in"]
+            self.batched[worker] = report.get("events_batched", 0)
 
     def _merge(self, watermark: float) -> list[dict[str, Any]]:
         """Write the windows every worker has closed at ``watermark``; return the rows."""
@@ -404,8 +409,12 @@ class Coordinator:
             for t in pending:
                 t.cancel()
 
-    async def _send_data(self, transport: Transport, worker: int, times: list[float],
-                         events: list[Any]) -> None:
+    async def _send_data(self, transport: Transport, worker: int, times: Any,
+                         events: Any) -> None:
+        if isinstance(events, EventBatch):
+            await transport.send(worker, [wire.DATA_COLS, *events.to_wire()])
+            self.sent[worker] += len(events)
+            return
         size = self.settings.batch_size
         kind = wire.DATA_RAW if isinstance(events[0], bytes) else wire.DATA
         for i in range(0, len(events), size):
@@ -424,7 +433,9 @@ class Coordinator:
             self.dead += 1
         self.records_read += len(batch) + len(batch.dead)
         now = None if self.event_time else time.time()
-        if batch.raw is not None:
+        if batch.columns is not None:
+            result = self.intake.feed_columns(batch.columns, now)
+        elif batch.raw is not None:
             result = self.intake.feed_raw(batch.raw, batch.where, now)
         else:
             result = self.intake.feed(batch.records, now)
@@ -603,6 +614,7 @@ class Coordinator:
             "late_events": self.late,
             "per_worker_events": list(self.processed),
             "events_processed": self.restored_events + sum(self.processed),
+            "events_batch_path": sum(self.batched),
             "restored_from_checkpoint": self.restored_from,
             "checkpoints_taken": self.cp_taken,
             "last_checkpoint": self.cp_last,

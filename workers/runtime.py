@@ -19,6 +19,7 @@ import msgspec
 import zmq
 
 from bspump.application import ROLE_SHARD, RunInfo
+from bspump.batch import EventBatch
 from bspump.loader import load_pipeline
 from bspump.processor import RestoreInfo
 from cluster import wire
@@ -46,23 +47,29 @@ class ShardRuntime:
     def _report(self) -> dict[str, Any]:
         p = self.pipeline
         return {"analyzers": p.take_report(), "dead": p.take_dead_letters(),
-                "events_in": p.events_in, "events_out": p.events_out}
+                "events_in": p.events_in, "events_out": p.events_out,
+                "events_batched": p.events_batched}
+
+    def _dead_overflow(self) -> list[Any] | None:
+        """Dead letters go up with the next ack, or now if a run of them piles up."""
+        if len(self.pipeline.dead_letters) >= 1000:
+            dead_now = self.pipeline.take_dead_letters()
+            return [wire.ACK, self.worker, -1, None, {"dead": dead_now}]
+        return None
 
     def handle(self, msg: list[Any]) -> list[Any] | None:
         """Act on one message; return the reply to send, if any."""
         kind = msg[0]
+        if kind == wire.DATA_COLS:
+            self.pipeline.process_columns(EventBatch.from_wire([msg[1], msg[2]]))
+            return self._dead_overflow()
         if kind == wire.DATA or kind == wire.DATA_RAW:
             events = msg[2]
             if kind == wire.DATA_RAW:
                 decode = self._decode
                 events = [decode(x) for x in events]
             self.pipeline.process_batch(msg[1], events)
-            dead = self.pipeline.dead_letters
-            if len(dead) >= 1000:
-                # Do not let a run of failing events pile up until the next tick.
-                dead_now = self.pipeline.take_dead_letters()
-                return [wire.ACK, self.worker, -1, None, {"dead": dead_now}]
-            return None
+            return self._dead_overflow()
         if kind == wire.WATERMARK:
             seq, watermark = msg[1], msg[2]
             self.pipeline.advance(watermark)

@@ -12,6 +12,7 @@ from bspump.processor import Analyzer, RestoreInfo
 
 if TYPE_CHECKING:
     from bspump.application import Application, RunInfo
+    from bspump.batch import EventBatch
     from bspump.pipeline import Pipeline
     from cluster.checkpoint import ShardReader, ShardWriter
 
@@ -65,6 +66,7 @@ class TimeWindowAnalyzer(Analyzer):
         self._slot_period: list[int] = []
         self._slot_closed: list[bool] = []
         self._closed: list[list[int]] = []
+        self._code_rows: dict[str, np.ndarray] = {}
         self._next_tick: float | None = None
 
     # -- the user API ----------------------------------------------------------------------
@@ -94,6 +96,74 @@ class TimeWindowAnalyzer(Analyzer):
                 self.count(key)
         result = self.evaluate(context, event)
         return event if result is None else result
+
+    def count_batch(self, keys: np.ndarray, times: np.ndarray, prefix: str | None = None,
+                    values: np.ndarray | None = None) -> None:
+        """Count many events at once: ``keys[i]`` at event time ``times[i]``.
+
+        ``keys`` are values, or integer codes of ``prefix + str(code)`` keys. Per period
+        in the batch, one ``np.bincount`` over key rows adds into the shared-memory ring.
+        """
+        if len(keys) == 0:
+            return
+        if self._ring is None:
+            self._allocate(None)
+        assert self._ring is not None
+        rows = self._rows_of_column(keys, prefix)
+        n_keys = len(self._key_list)
+        periods = np.floor(times / self.resolution).astype(np.int64)
+        ring_len = len(self._slot_period)
+        first, last = int(periods.min()), int(periods.max())
+        for period in (range(first, last + 1) if last - first < 64
+                       else np.unique(periods).tolist()):
+            mask = periods == period
+            if first != last and not mask.any():
+                continue
+            slot = period % ring_len
+            if self._slot_period[slot] != period:
+                self._open_slot(slot, period)
+            sel = rows if first == last else rows[mask]
+            weights = None if values is None else (values if first == last else values[mask])
+            self._ring[slot, :n_keys] += np.bincount(sel, weights=weights, minlength=n_keys)
+
+    def _rows_of_column(self, keys: np.ndarray, prefix: str | None) -> np.ndarray:
+        if prefix is not None and keys.dtype.kind in "iu":
+            table = self._code_rows.get(prefix)
+            top = int(keys.max()) + 1
+            if table is None or len(table) < top:
+                grown = np.full(max(top, 2 * (len(table) if table is not None else 0)), -1,
+                                dtype=np.int64)
+                if table is not None:
+                    grown[: len(table)] = table
+                table = self._code_rows[prefix] = grown
+            for code in np.unique(keys[table[keys] < 0]).tolist():
+                table[code] = self._row_of(prefix + str(code))
+            result: np.ndarray = table[keys]
+            return result
+        values, inverse = np.unique(keys, return_inverse=True)
+        rows = np.array([self._row_of(v) for v in values.tolist()], dtype=np.int64)
+        return rows[inverse]
+
+    def _batch_step(self) -> Any:
+        cls = type(self)
+        if cls.process is not TimeWindowAnalyzer.process:
+            return None
+        user = None
+        if cls.evaluate_batch is not Analyzer.evaluate_batch:
+            user = self.evaluate_batch
+        elif cls.evaluate is not Analyzer.evaluate:
+            return None  # a per-event evaluate: the batch must become dicts
+        field = self.count_field
+
+        def count_then_evaluate(batch: EventBatch) -> None:
+            if field is not None and field in batch:
+                self.count_batch(batch[field], batch.times, batch.prefixes.get(field))
+            elif field is not None:
+                raise KeyError(f"{self.Id}: count_field {field!r} is not in the batch")
+            if user is not None:
+                user(batch)
+
+        return count_then_evaluate
 
     def _step(self) -> tuple[Any, bool]:
         if type(self).process is not TimeWindowAnalyzer.process:

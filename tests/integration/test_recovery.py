@@ -117,6 +117,15 @@ def _workers(proc: subprocess.Popen[str], n: int) -> dict[int, str]:
     raise AssertionError("workers did not start")
 
 
+def _checkpointed(proc: subprocess.Popen[str], out: Path) -> None:
+    """Wait until the run has completed a checkpoint (and is still running)."""
+    deadline = time.monotonic() + 60
+    while not list((out / "checkpoints").glob("cp-*/MANIFEST.json")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint was completed"
+        time.sleep(0.01)
+
+
 def _finish(proc: subprocess.Popen[str], out: Path) -> Run:
     stdout, stderr = proc.communicate(timeout=120)
     return Run(proc.returncode, stdout, stderr, out)
@@ -128,7 +137,8 @@ def test_worker_killed_at_random_moment(seed, setup, reference) -> None:
     config, out = setup
     proc = _start(config(2), out)
     workers = _workers(proc, 2)
-    time.sleep(rng.uniform(0.3, 1.2))
+    _checkpointed(proc, out)
+    time.sleep(rng.uniform(0.0, 0.3))
     victim = rng.choice(sorted(workers))
     os.kill(victim, signal.SIGKILL)
     run = _finish(proc, out)
@@ -141,7 +151,7 @@ def test_coordinator_killed(setup, reference) -> None:
     config, out = setup
     proc = _start(config(2), out)
     _workers(proc, 2)
-    time.sleep(0.8)
+    _checkpointed(proc, out)
     coordinator = next(p for p, c in descendants(proc.pid).items() if "-m coordinator" in c)
     os.kill(coordinator, signal.SIGKILL)
     run = _finish(proc, out)
@@ -154,7 +164,7 @@ def test_whole_cluster_killed_then_same_command_resumes(setup, reference) -> Non
     proc = _start(config(2), out)
     _workers(proc, 2)
     everyone = set(descendants(proc.pid))
-    time.sleep(1.0)
+    _checkpointed(proc, out)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=10)
     deadline = time.monotonic() + 5
@@ -174,7 +184,7 @@ def test_stop_and_restart_on_other_worker_count(after, setup, reference) -> None
     config, out = setup
     proc = _start(config(2), out)
     _workers(proc, 2)
-    time.sleep(1.0)
+    _checkpointed(proc, out)
     proc.send_signal(signal.SIGTERM)
     first = _finish(proc, out)
     assert first.returncode == 143, first.stderr
@@ -190,7 +200,8 @@ def test_corrupt_newest_checkpoint_falls_back(setup, reference) -> None:
     config, out = setup
     proc = _start(config(2), out)
     _workers(proc, 2)
-    time.sleep(1.0)
+    _checkpointed(proc, out)
+    time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     assert _finish(proc, out).returncode == 143
     checkpoints = sorted((out / "checkpoints").glob("cp-*"))

@@ -330,4 +330,5 @@ def test_json_lines_sink_outside_a_cluster_writes_the_path(tmp_path: Path) -> No
     sink.write({}, {"a": 1})
     sink.write({}, {"a": 2})
     sink.close()
-    assert target.read_text().splitlines() == ['{"a": 1}', '{"a": 2}']
+    lines = target.read_text().splitlines()
+    assert [json.loads(x) for x in lines] == [{"a": 1}, {"a": 2}]
