@@ -203,6 +203,7 @@ CLUSTER_KEYS = {
     "checkpoint_events": "events between checkpoints, whichever comes first (default 5000000)",
     "checkpoints_kept": "complete checkpoints to keep (default 3)",
     "max_restarts": "restarts from the last checkpoint after a process dies (default 3)",
+    "http": "host:port for /metrics and the live page (default off; 127.0.0.1:PORT)",
 }
 
 PIPELINE_KEYS = {
@@ -261,6 +262,7 @@ class ClusterSettings:
     checkpoint_events: int = 5_000_000
     checkpoints_kept: int = 3
     max_restarts: int = 3
+    http: tuple[str, int] | None = None
     config: Config = field(repr=False, compare=False, default_factory=Config)
 
 
@@ -295,6 +297,22 @@ def _split_class_ref(cfg: Config, section: str, key: str, raw: str) -> str:
     if not module or not name:
         raise cfg.error(section, key, f"expected module:Class, got {raw!r}")
     return raw
+
+
+def _parse_http(cfg: Config) -> tuple[str, int] | None:
+    raw = cfg.get("cluster", "http")
+    if raw is None or raw.lower() in ("", "off", "no", "none"):
+        return None
+    host, sep, port_text = raw.rpartition(":")
+    if not sep:
+        host, port_text = "127.0.0.1", raw
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise cfg.error("cluster", "http", f"expected host:port, got {raw!r}") from None
+    if not 0 <= port <= 65535:
+        raise cfg.error("cluster", "http", f"port must be 0..65535, got {port}")
+    return host.strip("[]") or "127.0.0.1", port
 
 
 def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = None,
@@ -348,6 +366,7 @@ def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = 
     else:
         checkpoint_dir = cfg.path(raw_cp) if raw_cp else out / "checkpoints"
     return ClusterSettings(
+        http=_parse_http(cfg),
         checkpoint_dir=checkpoint_dir,
         checkpoint_interval=cfg.get_float("cluster", "checkpoint_interval", 10.0, minimum=0.01),
         checkpoint_events=cfg.get_int("cluster", "checkpoint_events", 5_000_000, minimum=1),

@@ -103,6 +103,7 @@ class Supervisor:
                 args.append("--in-process")
             if self.fresh and self.restarts == 0:
                 args.append("--fresh")
+            args += ["--restarts", str(self.restarts)]
             self.coordinator = self._spawn("coordinator", self._python("coordinator", *args),
                                            pass_fds=(write_fd,))
             os.close(write_fd)

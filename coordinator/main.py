@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ready-fd", type=int)
     ap.add_argument("--in-process", action="store_true")
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--restarts", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="bspump-cluster: %(message)s",
                         stream=sys.stderr)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_cluster_settings(cfg, Path(args.config), workers=args.workers,
                                          output_dir=args.output_dir)
         coord = Coordinator(settings, args.run_id, 1 if args.in_process else args.workers,
-                            fresh=args.fresh)
+                            fresh=args.fresh, restarts=args.restarts)
     except ConfigError as e:
         print(f"bspump-cluster: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG

@@ -14,6 +14,7 @@ never reuses a window slot the coordinator has not read yet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -22,6 +23,7 @@ import shutil
 import signal
 import sys
 import time
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,6 +51,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_STOPPED = 143
 HELLO_TIMEOUT = 60.0
+HISTORY = 600  # seconds of throughput kept for the page
+WINDOW_HISTORY = 120  # merged periods kept per TimeWindowAnalyzer for the page
+TOP_KEYS = 12  # keys per period kept for the page
 FINAL_CHECKPOINT_TIMEOUT = 3.0
 _EOF = object()
 
@@ -87,7 +92,7 @@ class Coordinator:
     """Routes one pipeline's events to its workers and merges their state."""
 
     def __init__(self, settings: ClusterSettings, run_id: str, workers: int,
-                 fresh: bool = False) -> None:
+                 fresh: bool = False, restarts: int = 0) -> None:
         self.settings = settings
         self.workers = workers
         self.fresh = fresh
@@ -139,13 +144,20 @@ class Coordinator:
         self._cp_clock = time.monotonic()
         self._cp_records = 0
         self._restored: set[int] = set()
+        self.restarts = restarts
+        self.open_sessions = [0] * workers
+        self._history: deque[tuple[float, float, int, list[int]]] = deque(maxlen=HISTORY)
+        self._window_history: dict[str, deque[dict[str, Any]]] = {
+            aid: deque(maxlen=WINDOW_HISTORY) for aid in self.mergers}
+        self._checkpoint_history: deque[dict[str, Any]] = deque(maxlen=50)
+        self.kafka_lag: dict[str, int] = {}
         self._progress = asyncio.Event()
         self._stop = asyncio.Event()
         self._failure: BaseException | None = None
         self.started = time.monotonic()
         self._show_progress = settings.progress == "yes" or (
             settings.progress == "auto" and sys.stderr.isatty())
-        self._last_progress = (self.started, 0, [0] * workers)
+        self.state = "starting"
 
     # -- startup --------------------------------------------------------------------------
 
@@ -293,10 +305,33 @@ class Coordinator:
             await commit(self.position)
         self.cp_taken += 1
         took = time.monotonic() - began
-        self.cp_last = {"id": cp_id, "at": time.time(), "duration_s": round(took, 4)}
+        size = sum(meta["size"] for meta in manifest["files"].values())
+        self.cp_last = {"id": cp_id, "at": time.time(), "duration_s": round(took, 4),
+                        "bytes": size}
+        self._checkpoint_history.append(self.cp_last)
+        log.info("checkpoint %d: %.1f MB in %.3f s", cp_id, size / 1e6, took)
         self._cp_clock = time.monotonic()
         self._cp_records = self.records_read
-        log.debug("checkpoint %d in %.3f s", cp_id, took)
+
+    async def _start_http(self) -> asyncio.Server | None:
+        """Serve /metrics, /api/snapshot and the live page when ``[cluster] http`` is set."""
+        if not self.settings.http:
+            return None
+        from coordinator import web
+
+        host, port = self.settings.http
+        server = await web.serve(self, host, port)
+        log.info("metrics and live page on http://%s:%d/", host, port)
+        return server
+
+    def _write_report(self) -> None:
+        """``report.html``: the live page with the final figures, readable offline."""
+        from coordinator import web
+
+        try:
+            web.write_report(self.snapshot(), self.settings.output_dir / "report.html")
+        except OSError as e:
+            log.error("cannot write report.html: %s", e)
 
     def _summed(self, mid: str) -> np.ndarray:
         arrays = [a for a in self.shard_matrices[mid] if a is not None]
@@ -363,6 +398,8 @@ class Coordinator:
             self.outputs.dead_letter(d["reason"], d["record"], worker=worker,
                                      processor=d.get("processor"), event_time=d.get("event_time"))
             self.dead += 1
+        if "open_sessions" in report:
+            self.open_sessions[worker] = report["open_sessions"]
         if "events_in" in report:
             self.processed[worker] = report["events_in"]
             self.batched[worker] = report.get("events_batched", 0)
@@ -380,6 +417,7 @@ class Coordinator:
                     out.write(row)
                 self.window_rows += len(rows)
                 written.extend({"analyzer": aid, **row} for row in rows)
+                self._remember_windows(aid, rows)
         self.outputs.flush()
         self.merged_w = watermark
         self._progress.set()
@@ -488,6 +526,10 @@ class Coordinator:
         except (WorkerDied, TimeoutError) as e:
             log.error("%s", e)
             return EXIT_FAILED
+        log.info("layout: %s; shard key %s", ", ".join(
+            f"worker {w} key groups {r.start}-{r.stop - 1}"
+            for w in range(self.workers) for r in [self.layout.groups_of(w)]),
+            self.settings.routing.shard_key.describe())
         receiver = asyncio.create_task(self._receive(transport))
         receiver.add_done_callback(self._receiver_done)
         try:
@@ -498,6 +540,9 @@ class Coordinator:
             return EXIT_FAILED
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
         reader = asyncio.create_task(self._read(queue))
+        sampler = asyncio.create_task(self._sample())
+        server = await self._start_http()
+        self.state = "running"
         rc = EXIT_OK
         try:
             while True:
@@ -525,7 +570,6 @@ class Coordinator:
                     w = self.intake.clock(time.time())
                     if w is not None:
                         await self._send_watermark(transport, w)
-                self._tick_progress()
             if rc == EXIT_OK:
                 await self._finish(transport)
             elif self.cp_dir is not None and self._failure is None:
@@ -550,11 +594,17 @@ class Coordinator:
                     except (TimeoutError, Exception):
                         pass
             receiver.cancel()
+            sampler.cancel()
             self.outputs.close()
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 exc = reader.exception()
                 log.error("source failed: %s: %s", type(exc).__name__, exc)
                 rc = EXIT_FAILED
+            self.state = {EXIT_OK: "finished", EXIT_STOPPED: "stopped"}.get(rc, "failed")
+            if server is not None:
+                server.close()
+        if rc == EXIT_OK:
+            self._write_report()
         self._summary(rc)
         return rc
 
@@ -583,21 +633,114 @@ class Coordinator:
 
     # -- progress and summary ------------------------------------------------------------------
 
-    def _tick_progress(self) -> None:
-        if not self._show_progress:
-            return
-        now = time.monotonic()
-        t0, n0, w0 = self._last_progress
-        if now - t0 < 1.0:
-            return
-        dt = now - t0
-        rate = (self.records_read - n0) / dt
-        per = "  ".join(f"w{w} {(p - q) / dt:,.0f}/s"
-                        for w, (p, q) in enumerate(zip(self.processed, w0, strict=True)))
-        sys.stderr.write(f"\r\x1b[K{self.records_read:,} events  {rate:,.0f}/s  {per}  "
-                         f"watermark {_fmt_time(self.intake.watermark)}")
+    def _remember_windows(self, aid: str, rows: list[dict[str, Any]]) -> None:
+        by_period: dict[Any, dict[Any, Any]] = {}
+        for row in rows:
+            by_period.setdefault(row["window_start"], {})[row["key"]] = row["count"]
+        history = self._window_history[aid]
+        for start, counts in by_period.items():
+            top = sorted(counts.items(), key=lambda kv: -kv[1])[:TOP_KEYS]
+            history.append({"window_start": start, "total": sum(counts.values()),
+                            "keys": len(counts), "top": [[str(k), v] for k, v in top]})
+
+    async def _sample(self) -> None:
+        """Every second: throughput history, the progress line; Kafka lag every 5 s."""
+        source = self.pipeline.Source
+        lag_of = getattr(source, "lag", None)
+        tick = 0
+        dead_seen = self.dead
+        while True:
+            self._history.append((time.monotonic(), time.time(), self.records_read,
+                                  list(self.processed)))
+            if tick % 10 == 9 and self.dead > dead_seen:
+                log.warning("dead letters: %d in the last 10 s (%d in all) -> %s",
+                            self.dead - dead_seen, self.dead, self.outputs.dead_letters.path)
+                dead_seen = self.dead
+            if self._show_progress:
+                self._print_progress()
+            if lag_of is not None and tick % 5 == 0:
+                with contextlib.suppress(Exception):
+                    self.kafka_lag = await lag_of()
+            tick += 1
+            await asyncio.sleep(1.0)
+
+    def _rates(self, span: float = 5.0) -> tuple[float, list[float]]:
+        """Records/s read and events/s per worker over the last ``span`` seconds."""
+        if len(self._history) < 2:
+            return 0.0, [0.0] * self.workers
+        t1, _, n1, w1 = self._history[-1]
+        t0, _, n0, w0 = self._history[0]
+        for sample in reversed(self._history):
+            if t1 - sample[0] >= span:
+                t0, _, n0, w0 = sample
+                break
+        dt = max(t1 - t0, 1e-9)
+        return (n1 - n0) / dt, [(b - a) / dt for a, b in zip(w0, w1, strict=True)]
+
+    def _print_progress(self) -> None:
+        rate, per = self._rates()
+        workers = "  ".join(f"w{w} {r:,.0f}/s" for w, r in enumerate(per))
+        cp = f"  checkpoint {self.cp_last['id']}" if self.cp_last else ""
+        sys.stderr.write(f"\r\x1b[K{self.records_read:,} events  {rate:,.0f}/s  {workers}  "
+                         f"watermark {_fmt_time(self.intake.watermark)}{cp}")
         sys.stderr.flush()
-        self._last_progress = (now, self.records_read, list(self.processed))
+
+    def matrix_view(self, mid: str, max_cells: int = 200 * 200) -> dict[str, Any]:
+        """A merged matrix for the page: 2-D, summed into blocks when larger than max_cells."""
+        total = self._summed(mid)
+        data = total.reshape(total.shape[0], -1) if total.ndim != 2 else total
+        rows, cols = data.shape
+        step = max(1, math.ceil(math.sqrt(rows * cols / max_cells)))
+        if step > 1:
+            r2, c2 = -(-rows // step) * step, -(-cols // step) * step
+            padded = np.zeros((r2, c2), dtype=np.float64)
+            padded[:rows, :cols] = data
+            data = padded.reshape(r2 // step, step, c2 // step, step).sum(axis=(1, 3))
+        return {"id": mid, "shape": list(total.shape), "block": step,
+                "sum": float(total.sum()), "max": float(data.max()) if data.size else 0.0,
+                "data": np.asarray(data, dtype=np.float64).round(3).tolist()}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every figure of the running cluster, for /metrics, status, the page, the report."""
+        rate, per = self._rates()
+        now = time.time()
+        watermark = self.intake.watermark if math.isfinite(self.intake.watermark) else None
+        workers = [{"worker": w, "events_in": self.sent[w], "events_out": self.processed[w],
+                    "events_per_s": round(per[w], 1),
+                    "queue_depth": max(0, self.sent[w] - self.processed[w]),
+                    "open_sessions": self.open_sessions[w],
+                    "key_groups": [self.layout.groups_of(w).start,
+                                   self.layout.groups_of(w).stop - 1]}
+                   for w in range(self.workers)]
+        cp = self.cp_last
+        return {
+            "pipeline": self.pipeline.Id,
+            "run_id": self.run_info.run_id,
+            "state": self.state,
+            "time": now,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "event_time": self.event_time,
+            "records_read": self.records_read,
+            "events_per_s": round(rate, 1),
+            "workers": workers,
+            "watermark": watermark,
+            "watermark_lag_s": None if watermark is None else round(now - watermark, 3),
+            "dead_letters": self.dead,
+            "late_events": self.late,
+            "window_rows": self.window_rows,
+            "sessions_ended": self.sessions_ended,
+            "restarts": self.restarts,
+            "kafka_lag": dict(self.kafka_lag),
+            "checkpoint": {"taken": self.cp_taken, "last_id": cp["id"] if cp else None,
+                           "age_s": round(now - cp["at"], 3) if cp else None,
+                           "duration_s": cp["duration_s"] if cp else None,
+                           "enabled": self.cp_dir is not None},
+            "checkpoints": list(self._checkpoint_history),
+            "history": [{"t": wall, "records_read": n, "workers": list(w)}
+                        for _, wall, n, w in self._history],
+            "windows": {aid: list(h) for aid, h in self._window_history.items()},
+            "matrices": [self.matrix_view(mid) for mid in self.app.Matrices],
+        }
 
     def summary(self, rc: int) -> dict[str, Any]:
         """Figures of the run, as written to ``summary.json``."""

@@ -1,0 +1,104 @@
+"""The run's figures in the Prometheus text format (``/metrics``).
+
+Built from :meth:`coordinator.runtime.Coordinator.snapshot`, the one dict that the
+progress line, ``/metrics``, ``bspump-cluster status`` and the live page all read.
+Names follow Prometheus conventions: a ``bspump_cluster_`` prefix, ``_total`` for
+counters, base units (seconds).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+PREFIX = "bspump_cluster_"
+
+
+def _escape(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(labels: dict[str, Any]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+
+
+def _number(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "NaN"
+    if isinstance(value, float) and math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value)) if isinstance(value, float) else str(int(value))
+
+
+class _Text:
+    def __init__(self, pipeline: str) -> None:
+        self.lines: list[str] = []
+        self.base = {"pipeline": pipeline}
+
+    def metric(self, name: str, kind: str, help_text: str,
+               samples: list[tuple[dict[str, Any], float]]) -> None:
+        full = PREFIX + name
+        self.lines.append(f"# HELP {full} {help_text}")
+        self.lines.append(f"# TYPE {full} {kind}")
+        for labels, value in samples:
+            self.lines.append(f"{full}{_labels({**self.base, **labels})} {_number(value)}")
+
+
+def render(snap: dict[str, Any]) -> str:
+    """The Prometheus text exposition of a snapshot."""
+    t = _Text(snap["pipeline"])
+    workers = snap["workers"]
+    t.metric("events_in_total", "counter", "Records read from the source.",
+             [({}, snap["records_read"])])
+    t.metric("events_per_second", "gauge", "Records read per second over the last seconds.",
+             [({}, snap["events_per_s"])])
+    t.metric("worker_events_in_total", "counter", "Events sent to each worker.",
+             [({"worker": w["worker"]}, w["events_in"]) for w in workers])
+    t.metric("worker_events_out_total", "counter",
+             "Events each worker processed (acknowledged).",
+             [({"worker": w["worker"]}, w["events_out"]) for w in workers])
+    t.metric("worker_events_per_second", "gauge", "Events each worker processed per second.",
+             [({"worker": w["worker"]}, w["events_per_s"]) for w in workers])
+    t.metric("worker_queue_depth", "gauge",
+             "Events sent to a worker and not yet acknowledged by it.",
+             [({"worker": w["worker"]}, w["queue_depth"]) for w in workers])
+    t.metric("worker_open_sessions", "gauge", "Open sessions on each worker.",
+             [({"worker": w["worker"]}, w["open_sessions"]) for w in workers])
+    t.metric("watermark_seconds", "gauge", "Event-time watermark (epoch seconds).",
+             [({}, snap["watermark"] if snap["watermark"] is not None else math.nan)])
+    t.metric("watermark_lag_seconds", "gauge", "Wall clock minus the watermark.",
+             [({}, snap["watermark_lag_s"] if snap["watermark_lag_s"] is not None
+               else math.nan)])
+    t.metric("dead_letters_total", "counter", "Records kept in dead-letters.jsonl.",
+             [({}, snap["dead_letters"])])
+    t.metric("late_events_total", "counter", "Events behind the watermark (late-events.jsonl).",
+             [({}, snap["late_events"])])
+    t.metric("window_rows_total", "counter", "Merged window rows written.",
+             [({}, snap["window_rows"])])
+    t.metric("sessions_ended_total", "counter", "Sessions ended and written.",
+             [({}, snap["sessions_ended"])])
+    cp = snap["checkpoint"]
+    t.metric("checkpoints_total", "counter", "Checkpoints completed by this process.",
+             [({}, cp["taken"])])
+    t.metric("last_checkpoint_id", "gauge", "Id of the newest complete checkpoint.",
+             [({}, cp["last_id"] if cp["last_id"] is not None else math.nan)])
+    t.metric("last_checkpoint_age_seconds", "gauge", "Seconds since the newest checkpoint.",
+             [({}, cp["age_s"] if cp["age_s"] is not None else math.nan)])
+    t.metric("last_checkpoint_duration_seconds", "gauge", "How long the newest checkpoint took.",
+             [({}, cp["duration_s"] if cp["duration_s"] is not None else math.nan)])
+    t.metric("worker_restarts_total", "counter",
+             "Times the run was restarted from a checkpoint after a process died.",
+             [({}, snap["restarts"])])
+    lag = snap.get("kafka_lag") or {}
+    if lag:
+        samples = []
+        for name, value in sorted(lag.items()):
+            topic, _, partition = name.rpartition(":")
+            samples.append(({"topic": topic, "partition": partition}, value))
+        t.metric("kafka_consumer_lag", "gauge",
+                 "Messages between the source's position and the partition's end.", samples)
+    t.metric("uptime_seconds", "gauge", "Seconds since the coordinator started.",
+             [({}, snap["uptime_s"])])
+    return "\n".join(t.lines) + "\n"
