@@ -146,7 +146,11 @@ class FileJSONLinesSource(_FileSource):
                 dead: list[tuple[Any, str]] = []
                 numbers: list[int] | None = None  # only when lines were left out
                 first = line_no + 1
-                for i, line in enumerate(lines):
+                if lines and all(lines) and max(map(len, lines)) <= limit:
+                    raw, lines_left = lines, []  # the usual chunk: nothing to leave out
+                else:
+                    lines_left = lines
+                for i, line in enumerate(lines_left):
                     if line and len(line) <= limit and not line.isspace():
                         raw.append(line)
                         if numbers is not None:

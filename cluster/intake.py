@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -73,6 +75,10 @@ def _route_struct(routing: PipelineSettings) -> type:
         fields.append(("t", Any, msgspec.UNSET))
         rename["t"] = routing.time_field
     return msgspec.defstruct("Route", fields, rename=rename)
+
+
+_get_t = attrgetter("t")
+_get_k = attrgetter("k")
 
 
 def _text(line: bytes) -> str:
@@ -187,6 +193,9 @@ class Intake:
         except msgspec.DecodeError:
             routes = [self._decode_one_line(line, where(i), result)
                       for i, line in enumerate(lines)]
+        else:
+            if self._vector_raw(lines, routes, now, result):
+                return result
         spec = self.routing.shard_key
         geo = spec.geo
         name = spec.field or ""
@@ -223,6 +232,41 @@ class Intake:
         self._split(kept, keys, times, now, result)
         return result
 
+    def _vector_raw(self, lines: list[bytes], routes: list[Any], now: float | None,
+                    result: IntakeResult) -> bool:
+        """The common case of a raw batch, vectorized: every record has a usable key and
+        time. Returns False (nothing done) when any record needs the per-record path."""
+        spec = self.routing.shard_key
+        if spec.geo is not None or not routes:
+            return False
+        n = len(routes)
+        tf = self._time_field
+        try:
+            if tf is None:
+                times = np.full(n, now if now is not None else 0.0)
+            else:
+                times = np.fromiter(map(_get_t, routes), dtype=np.float64, count=n)
+                if not ((times >= MIN_TIME) & (times < MAX_TIME)).all():
+                    return False
+            cache = self._cache
+            keys = list(map(_get_k, routes))
+            workers = np.fromiter(map(cache.get, keys, repeat(-1, n)), dtype=np.int64, count=n)
+        except (TypeError, ValueError, OverflowError):
+            return False  # a missing, null or odd field somewhere: the careful path
+        unknown = np.flatnonzero(workers < 0).tolist()
+        name = str(spec.field)
+        for i in unknown:
+            key = keys[i]
+            if key is msgspec.UNSET or key is None or isinstance(key, (dict, list)):
+                return False
+            workers[i] = self._worker(check_key(name, key))
+
+        def take(sel: np.ndarray, t: np.ndarray) -> list[bytes]:
+            return [lines[i] for i in sel.tolist()]
+
+        self._vector_split(times, workers, take, now, result)
+        return True
+
     def feed_columns(self, batch: Any, now: float | None = None) -> IntakeResult:
         """Route an EventBatch (numpy columns) with vectorized lookups; rows never become dicts.
 
@@ -236,32 +280,53 @@ class Intake:
             return self.feed(batch.to_dicts(), now)
         result = IntakeResult()
         workers = self._column_workers(batch, str(spec.field))
-        n = len(batch)
         if tf is None:
-            times = np.full(n, now if now is not None else 0.0)
-            keep = np.arange(n)
-            self._emit_columns(batch, times, workers, keep, [], [], result)
-            return result
-        t = np.asarray(batch[tf], dtype=np.float64)
-        bad = ~((t >= MIN_TIME) & (t < MAX_TIME))
-        for i in np.flatnonzero(bad).tolist():
-            result.dead.append(Rejected(batch.row(i), f"event time {t[i]!r} is outside "
-                                                      "1970..3000 (epoch seconds expected)"))
-        idx = np.flatnonzero(~bad)
-        tt = t[idx]
-        if len(idx) == 0:
-            return result
+            times = np.full(len(batch), now if now is not None else 0.0)
+        else:
+            times = np.asarray(batch[tf], dtype=np.float64)
+            bad = ~((times >= MIN_TIME) & (times < MAX_TIME))
+            if bad.any():
+                for i in np.flatnonzero(bad).tolist():
+                    result.dead.append(Rejected(batch.row(i), f"event time {times[i]!r} is "
+                                                "outside 1970..3000 (epoch seconds expected)"))
+                good = np.flatnonzero(~bad)
+                batch, times, workers = batch[good], times[good], workers[good]
+
+        def take(sel: np.ndarray, t: np.ndarray) -> Any:
+            part = batch[sel]
+            part.times = t
+            return part
+
+        self._vector_split(times, workers, take, now, result, row=batch.row)
+        return result
+
+    def _vector_split(self, times: np.ndarray, workers: np.ndarray,
+                      take: Callable[[np.ndarray, np.ndarray], Any], now: float | None,
+                      result: IntakeResult, row: Callable[[int], Any] | None = None) -> None:
+        """Lateness, watermark and per-worker chunks, vectorized; same rules as _split.
+
+        ``take(rows, times)`` builds one worker's payload; ``row(i)`` the record of row
+        ``i`` for the late events (raw payloads come back through take)."""
+        n = len(times)
+        if n == 0:
+            return
+        if not self.event_time:
+            self._emit(times, workers, take, np.arange(n), [], [], result, row is None)
+            return
         # The sequential rules, vectorized: a row is late against the watermark before it.
-        cm = np.maximum(np.maximum.accumulate(tt), self.max_time)
+        cm = np.maximum(np.maximum.accumulate(times), self.max_time)
         w_after = np.maximum(cm - self.lateness, self.watermark)
         w_before = np.concatenate(([self.watermark], w_after[:-1]))
-        late = tt < w_before
-        for j in np.flatnonzero(late).tolist():
-            result.late.append(Rejected(batch.row(int(idx[j])), "late", float(tt[j])))
-        keep, w_keep = idx[~late], w_after[~late]
+        late = times < w_before
+        if late.any():
+            for j in np.flatnonzero(late).tolist():
+                record = row(j) if row is not None else take(np.array([j]), times[j:j + 1])[0]
+                result.late.append(Rejected(record, "late", float(times[j])))
+        keep = np.flatnonzero(~late)
+        w_keep = w_after[keep]
         self.max_time = float(cm[-1])
         self.watermark = float(w_after[-1])
-        # A chunk ends where the watermark crosses a tick boundary (see feed()).
+        # A chunk ends where the watermark crosses a tick boundary (see _split).
         tick_of = np.floor(w_keep / self.tick)
         first = round(self._next_boundary / self.tick) - 1 \
             if math.isfinite(self._next_boundary) else -math.inf
@@ -269,9 +334,8 @@ class Intake:
         cuts = np.flatnonzero(tick_of > previous).tolist()
         if cuts:
             self._next_boundary = (float(tick_of[cuts[-1]]) + 1) * self.tick
-        marks = [float(w_keep[c]) for c in cuts]
-        self._emit_columns(batch, t, workers, keep, cuts, marks, result)
-        return result
+        self._emit(times, workers, take, keep, cuts, [float(w_keep[c]) for c in cuts], result,
+                   row is None)
 
     def _column_workers(self, batch: Any, name: str) -> np.ndarray:
         """The worker of every row, from a lookup table per distinct key."""
@@ -299,10 +363,12 @@ class Intake:
             owners = [self._worker(v) for v in values.tolist()]
         return np.asarray(owners, dtype=np.int64)[inverse]
 
-    def _emit_columns(self, batch: Any, times: np.ndarray, workers: np.ndarray,
-                      keep: np.ndarray, cuts: list[int], marks: list[float],
-                      result: IntakeResult) -> None:
-        """Chunks of rows ``keep`` split at ``cuts`` (watermark ``marks``), by worker."""
+    def _emit(self, times: np.ndarray, workers: np.ndarray,
+              take: Callable[[np.ndarray, np.ndarray], Any], keep: np.ndarray,
+              cuts: list[int], marks: list[float], result: IntakeResult,
+              as_lists: bool) -> None:
+        """Chunks of rows ``keep`` split at ``cuts`` (watermark ``marks``), by worker;
+        times as lists for per-record payloads, as arrays for EventBatches."""
         n_workers = self.layout.workers
         bounds = [0, *cuts, len(keep)]
         for k in range(len(bounds) - 1):
@@ -317,10 +383,9 @@ class Intake:
                     end = int(ends[w])
                     if end > start:
                         sel = rows[order[start:end]]
-                        part = batch[sel]
-                        part.times = times[sel]
-                        chunk.times[w] = part.times
-                        chunk.events[w] = part
+                        t = times[sel]
+                        chunk.times[w] = t.tolist() if as_lists else t
+                        chunk.events[w] = take(sel, t)
                     start = end
             if k < len(marks):
                 chunk.watermark = marks[k]
@@ -328,6 +393,8 @@ class Intake:
         result.accepted += len(keep)
 
     def _decode_one_line(self, line: bytes, where: str, result: IntakeResult) -> Any:
+        if line.isspace():
+            return None  # a blank line is no record
         try:
             return self._decode_one.decode(line)
         except msgspec.ValidationError:
