@@ -114,6 +114,11 @@ class KafkaSource(Source):
         self._consumer: Any = None
         self._seek_to: dict[str, int] = {}
 
+    @property
+    def supports_raw(self) -> bool:  # type: ignore[override]
+        """JSON values without key_field can go to the workers undecoded."""
+        return self.Config["value_format"] == "json" and not self.Config["key_field"]
+
     def check(self) -> None:
         """Connection, topic and format must be set when this source really runs."""
         connection_settings(self.App, self.connection)
@@ -198,6 +203,13 @@ class KafkaSource(Source):
                     continue
                 records: list[Any] = []
                 dead: list[tuple[Any, str]] = []
+                if self.want_raw:
+                    batch = self._raw_batch(polled, limit)
+                    if len(batch) or batch.dead:
+                        yield batch
+                    if c["stop_at_end"] and not polled and await self._at_end(consumer):
+                        return
+                    continue
                 for tp, messages in polled.items():
                     for m in messages:
                         where = f"{tp.topic}:{tp.partition}@{m.offset}"
@@ -227,6 +239,26 @@ class KafkaSource(Source):
         finally:
             await consumer.stop()
             self._consumer = None
+
+    def _raw_batch(self, polled: dict[Any, list[Any]], limit: int) -> SourceBatch:
+        """Values undecoded (the coordinator decodes only the routing fields)."""
+        raw: list[bytes] = []
+        places: list[str] = []
+        dead: list[tuple[Any, str]] = []
+        for tp, messages in polled.items():
+            name = _tp_name(tp.topic, tp.partition)
+            for m in messages:
+                value = m.value or b""
+                if len(value) > limit:
+                    dead.append((value[:512].decode("utf-8", "replace"),
+                                 f"{name}@{m.offset}: record of {len(value)} bytes exceeds "
+                                 f"max_record_bytes={limit}"))
+                else:
+                    raw.append(value)
+                    places.append(f"{name}@{m.offset}")
+            if messages:
+                self.positions[name] = messages[-1].offset + 1
+        return SourceBatch([], dead, dict(self.positions), raw=raw, raw_places=places)
 
     async def _at_end(self, consumer: Any) -> bool:
         assigned = consumer.assignment()

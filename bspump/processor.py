@@ -280,9 +280,12 @@ class SourceBatch:
     raw_origin: str = ""
     raw_first_line: int = 1
     raw_lines: list[int] | None = None
+    raw_places: list[str] | None = None
 
     def where(self, index: int) -> str:
-        """``origin:line`` of raw record ``index``."""
+        """``origin:line`` (or a source's own place, e.g. ``topic:partition@offset``)."""
+        if self.raw_places is not None:
+            return self.raw_places[index]
         line = self.raw_lines[index] if self.raw_lines is not None \
             else self.raw_first_line + index
         return f"{self.raw_origin}:{line}"
