@@ -1,13 +1,20 @@
-"""``bspump-cluster``: run a config on every core, print its shard layout."""
+"""``bspump-cluster``: run a config on every core, print its shard layout and status."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
+import os
 import sys
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from cluster import checkpoint, supervisor
+from cluster import checkpoint, logs, supervisor
 from cluster.config import ClusterSettings, Config, load_cluster_settings
 from cluster.errors import ClusterError, ConfigError
 from cluster.layout import Layout
@@ -19,10 +26,147 @@ def _settings(args: argparse.Namespace) -> ClusterSettings:
                                  output_dir=getattr(args, "output_dir", None))
 
 
+log = logging.getLogger("bspump-cluster")
+
+STATUS_TIMEOUT = 5.0
+_OUTCOMES = {supervisor.EXIT_OK: "finished", supervisor.EXIT_FAILED: "failed",
+             supervisor.EXIT_CONFIG: "broken config", supervisor.EXIT_WORKER_DIED: "a worker died"}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the coordinator and the workers; wait for the end of the input."""
     settings = _settings(args)
-    return supervisor.run(settings, in_process=args.in_process, fresh=args.fresh)
+    rc = supervisor.run(settings, in_process=args.in_process, fresh=args.fresh)
+    outcome = _OUTCOMES.get(rc, f"stopped by signal {rc - 128}" if rc > 128 else "failed")
+    log.info("run ended: %s (exit code %d)", outcome, rc)
+    return rc
+
+
+def _status_url(host: str, port: int) -> str:
+    """Where a local client reaches the coordinator (a wildcard address is this host)."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def fetch_snapshot(url: str, timeout: float = STATUS_TIMEOUT) -> dict[str, Any]:
+    """GET ``url``/api/snapshot; raise ClusterError when nothing (sensible) answers."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/snapshot", timeout=timeout) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as e:
+        raise ClusterError(f"{url}/api/snapshot answered {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ClusterError(f"nothing answers at {url}/ ({reason}): is the cluster running?") \
+            from None
+    try:
+        snap = json.loads(body)
+    except ValueError:
+        raise ClusterError(f"{url}/api/snapshot did not answer JSON: is it bspump-cluster?") \
+            from None
+    if not isinstance(snap, dict) or "workers" not in snap:
+        raise ClusterError(f"{url}/api/snapshot did not answer a cluster snapshot")
+    return snap
+
+
+def _n(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "-"
+    return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
+
+
+def _iso(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def human_seconds(s: float | None) -> str:
+    """``0.4 s``, ``12 s``, ``5.0 min``, ``3.2 h``, ``331 d``."""
+    if s is None:
+        return "-"
+    a = abs(s)
+    if a < 10:
+        return f"{s:.1f} s"
+    if a < 120:
+        return f"{s:.0f} s"
+    if a < 7200:
+        return f"{s / 60:.1f} min"
+    if a < 172800:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:,.0f} d"
+
+
+def format_status(snap: dict[str, Any], url: str = "") -> list[str]:
+    """The lines ``bspump-cluster status`` prints: a header, then one line per worker."""
+    cp = snap.get("checkpoint") or {}
+    lines = [f"{snap['pipeline']}  {snap['state']}  up {human_seconds(snap.get('uptime_s'))}"
+             f"  run {snap.get('run_id', '-')}" + (f"  {url}/" if url else "")]
+    wm = snap.get("watermark")
+    lag = snap.get("watermark_lag_s")
+    lines.append(f"events {_n(snap['records_read'])} read, {_n(snap['events_per_s'])}/s   "
+                 f"watermark {_iso(wm)}" + (f" (lag {human_seconds(lag)})" if wm is not None
+                                            else ""))
+    lines.append(f"dead letters {_n(snap['dead_letters'])}   late {_n(snap['late_events'])}   "
+                 f"window rows {_n(snap.get('window_rows'))}   "
+                 f"sessions ended {_n(snap.get('sessions_ended'))}   "
+                 f"restarts {_n(snap['restarts'])}")
+    if cp.get("last_id") is not None:
+        lines.append(f"last checkpoint {cp['last_id']}, {human_seconds(cp.get('age_s'))} ago, "
+                     f"took {_n(cp.get('duration_s'), 3)} s ({_n(cp.get('taken'))} taken)")
+    else:
+        lines.append("last checkpoint -" + ("" if cp.get("enabled", True)
+                                            else " (checkpoints off)"))
+    lag_by = snap.get("kafka_lag") or {}
+    if lag_by:
+        parts = ", ".join(f"{k} {_n(v)}" for k, v in sorted(lag_by.items()))
+        lines.append(f"kafka lag {_n(sum(lag_by.values()))} ({parts})")
+    head = ("worker", "key groups", "events in", "events out", "events/s", "queue",
+            "open sessions")
+    rows = [head] + [(str(w["worker"]), f"{w['key_groups'][0]}-{w['key_groups'][1]}",
+                      _n(w["events_in"]), _n(w["events_out"]), _n(float(w["events_per_s"])),
+                      _n(w["queue_depth"]), _n(w["open_sessions"]))
+                     for w in snap["workers"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        lines.append("  ".join(c.ljust(widths[i]) if i == 1 else c.rjust(widths[i])
+                               for i, c in enumerate(r)).rstrip())
+    return lines
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Ask the running cluster of a config for its figures and print them."""
+    settings = _settings(args)
+    if settings.http is None:
+        print(f"bspump-cluster: the status needs the coordinator's HTTP server, which is off "
+              f"in {settings.config_path}: set [cluster] http = 127.0.0.1:PORT",
+              file=sys.stderr)
+        return supervisor.EXIT_FAILED
+    host, port = settings.http
+    if port == 0:
+        print(f"bspump-cluster: [cluster] http in {settings.config_path} has port 0 (any free "
+              "port): give a fixed port to ask the cluster for its status", file=sys.stderr)
+        return supervisor.EXIT_FAILED
+    url = _status_url(host, port)
+    try:
+        snap = fetch_snapshot(url)
+    except ClusterError as e:
+        summary = settings.output_dir / "summary.json"
+        hint = f"; the last run's summary is {summary}" if summary.exists() else ""
+        print(f"bspump-cluster: {e}{hint}", file=sys.stderr)
+        return supervisor.EXIT_FAILED
+    if args.json:
+        print(json.dumps({k: v for k, v in snap.items() if k != "matrices"}, indent=1))
+    else:
+        print("\n".join(format_status(snap, url)))
+    return 0
 
 
 def cmd_layout(args: argparse.Namespace) -> int:
@@ -74,7 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run coordinator and one shard in one process (debugging)")
     run.add_argument("--fresh", action="store_true",
                      help="ignore and delete existing checkpoints; start from the beginning")
+    run.add_argument("--log-format", choices=logs.FORMATS, default=None,
+                     help="log lines of every process: text (default) or json, one object "
+                          f"a line (also ${logs.ENV})")
     run.set_defaults(func=cmd_run)
+    st = sub.add_parser("status", help="print the figures of the running cluster of a config")
+    st.add_argument("config")
+    st.add_argument("--output-dir", "-o", help="the run's output folder (default: config)")
+    st.add_argument("--json", action="store_true", help="print the snapshot as JSON")
+    st.set_defaults(func=cmd_status)
     cps = sub.add_parser("checkpoints", help="list (and verify) the checkpoints of a config")
     cps.add_argument("config")
     cps.add_argument("--output-dir", "-o", help="the run's output folder (default: config)")
@@ -91,9 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bspump-cluster`` command."""
-    logging.basicConfig(level=logging.INFO, format="bspump-cluster: %(message)s",
-                        stream=sys.stderr)
     args = build_parser().parse_args(argv)
+    chosen = logs.setup("supervisor", fmt=getattr(args, "log_format", None))
+    if args.command == "run":
+        os.environ[logs.ENV] = chosen  # the coordinator and the workers log the same way
     try:
         rc: int = args.func(args)
         return rc

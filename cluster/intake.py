@@ -367,26 +367,32 @@ class Intake:
               take: Callable[[np.ndarray, np.ndarray], Any], keep: np.ndarray,
               cuts: list[int], marks: list[float], result: IntakeResult,
               as_lists: bool) -> None:
-        """Chunks of rows ``keep`` split at ``cuts`` (watermark ``marks``), by worker;
-        times as lists for per-record payloads, as arrays for EventBatches."""
+        """Chunks of rows ``keep`` split at ``cuts`` (watermark ``marks``), by worker.
+
+        Rows are ordered by worker once (stable, so each worker's rows stay in input
+        order) and taken once; every chunk is then a slice of a worker's block. Times go
+        as lists with per-record payloads, as arrays inside EventBatches.
+        """
         n_workers = self.layout.workers
-        bounds = [0, *cuts, len(keep)]
+        owner = workers[keep]
+        order = np.argsort(owner, kind="stable")
+        ordered = keep[order]
+        payload = take(ordered, times[ordered])
+        ordered_times = times[ordered]
+        ends = np.cumsum(np.bincount(owner, minlength=n_workers))
+        starts = ends - np.bincount(owner, minlength=n_workers)
+        bounds = np.array([0, *cuts, len(keep)])
+        # Where each chunk bound falls inside each worker's block (positions in keep).
+        edges = [int(starts[w]) + np.searchsorted(order[starts[w]:ends[w]], bounds)
+                 for w in range(n_workers)]
         for k in range(len(bounds) - 1):
             chunk = self._new_chunk()
-            rows = keep[bounds[k]: bounds[k + 1]]
-            if len(rows):
-                owner = workers[rows]
-                order = np.argsort(owner, kind="stable")
-                ends = np.cumsum(np.bincount(owner, minlength=n_workers))
-                start = 0
-                for w in range(n_workers):
-                    end = int(ends[w])
-                    if end > start:
-                        sel = rows[order[start:end]]
-                        t = times[sel]
-                        chunk.times[w] = t.tolist() if as_lists else t
-                        chunk.events[w] = take(sel, t)
-                    start = end
+            for w in range(n_workers):
+                s, e = int(edges[w][k]), int(edges[w][k + 1])
+                if e > s:
+                    t = ordered_times[s:e]
+                    chunk.times[w] = t.tolist() if as_lists else t
+                    chunk.events[w] = payload[s:e]
             if k < len(marks):
                 chunk.watermark = marks[k]
             result.chunks.append(chunk)

@@ -1,0 +1,160 @@
+"""Log setup shared by the supervisor, the coordinator and the workers.
+
+Human-readable lines stay the default (``bspump-cluster: checkpoint 3: ...``,
+``worker 1: ...``). ``bspump-cluster run --log-format json`` sets :data:`ENV` in the
+supervisor's environment; every child inherits it and calls :func:`setup`, so each
+process writes one JSON object per line to stderr::
+
+    {"time": "2026-01-01T00:00:00.123Z", "level": "info", "role": "coordinator",
+     "pid": 4242, "logger": "bspump-cluster.coordinator", "event": "checkpoint",
+     "message": "checkpoint 3: 19.4 MB in 0.214 s", "checkpoint_id": 3, ...}
+
+Structured fields come from two places: attributes passed with ``extra={...}`` on a
+log call (the preferred way: every non-standard attribute of the record becomes a
+field), and :data:`EVENTS`, which names the arguments of the notable log calls that
+exist today by their exact format string.
+
+This module imports nothing from ``coordinator`` or ``workers``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from typing import IO, Any
+
+ENV = "BSPUMP_CLUSTER_LOG_FORMAT"
+FORMATS = ("text", "json")
+ROLES = ("supervisor", "coordinator", "worker")
+_HANDLER = "bspump-cluster"
+
+# Notable log calls by their format string: (event, names of the arguments). A call
+# whose format string changes still logs its message, only without these fields.
+EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # cluster/supervisor.py
+    "run %s: coordinator pid %d, %d workers (%s)":
+        ("start", ("run_id", "coordinator_pid", "workers", "worker_pids")),
+    "%s: stopping (again to kill)": ("stop_requested", ("signal",)),
+    "%s (pid %d) died: %s; %s": ("died", ("process", "pid", "exit", "action")),
+    "children still running %.0f s after stop: killing them": ("kill", ("grace_s",)),
+    "removed %d shared-memory segments left by earlier runs": ("cleanup", ("segments",)),
+    "coordinator not ready after %.0f s": ("not_ready", ("timeout_s",)),
+    # coordinator/runtime.py
+    "layout: %s; shard key %s": ("layout", ("layout", "shard_key")),
+    "restored checkpoint %d (%s workers -> %d): source position %s, watermark %s":
+        ("restore", ("checkpoint_id", "workers_before", "workers", "position", "watermark")),
+    "checkpoint %d: %.1f MB in %.3f s": ("checkpoint", ("checkpoint_id", "mb", "duration_s")),
+    "final checkpoint %d written": ("final_checkpoint", ("checkpoint_id",)),
+    "final checkpoint not done within %.0f s: the previous one stays":
+        ("final_checkpoint_timeout", ("timeout_s",)),
+    "metrics and live page on http://%s:%d/": ("http", ("host", "port")),
+    "dead letters: %d in the last 10 s (%d in all) -> %s":
+        ("dead_letter_rate", ("dead_letters_10s", "dead_letters_total", "path")),
+    "cannot restore: %s": ("restore_failed", ("error",)),
+    "source failed: %s: %s": ("source_failed", ("error_type", "error")),
+    # cluster/checkpoint.py
+    "skipping checkpoint %s: %s": ("checkpoint_skipped", ("path", "problem")),
+    # bspump/kafka.py
+    "Kafka assigned %s": ("kafka_assigned", ("partitions",)),
+    # cluster/cli.py
+    "run ended: %s (exit code %d)": ("stop", ("outcome", "exit_code")),
+}
+
+# Attributes every LogRecord has; anything else on a record came with ``extra=``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName"}
+
+
+def log_format(value: str | None = None) -> str:
+    """The format to use: ``value`` if given, else the environment's, else ``text``."""
+    chosen = (value or os.environ.get(ENV) or "text").strip().lower()
+    return chosen if chosen in FORMATS else "text"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe copy of a log argument."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, role, pid, message and the structured fields."""
+
+    def __init__(self, role: str, worker: int | None = None) -> None:
+        super().__init__()
+        self.role = role
+        self.worker = worker
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        t = time.gmtime(record.created)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
+        out: dict[str, Any] = {"time": stamp, "level": record.levelname.lower(),
+                               "role": self.role}
+        if self.worker is not None:
+            out["worker"] = self.worker
+        out["pid"] = record.process
+        out["logger"] = record.name
+        known = EVENTS.get(record.msg) if isinstance(record.msg, str) else None
+        args = record.args if isinstance(record.args, tuple) else ()
+        if known is not None:
+            out["event"] = known[0]
+        out["message"] = record.getMessage()
+        if known is not None and len(args) == len(known[1]):
+            out.update({name: _plain(v) for name, v in zip(known[1], args, strict=True)})
+            _refine(out)
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                out[key] = _plain(value)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def _refine(out: dict[str, Any]) -> None:
+    """Name the events that one format string logs in two meanings."""
+    if out["event"] == "died":
+        out["event"] = "restart" if str(out.get("action", "")).startswith("restarting") \
+            else "died"
+    elif out["event"] == "restore" and out.get("workers_before") != out.get("workers"):
+        out["event"] = "rebalance"  # the state moved to another number of workers
+
+
+def text_prefix(role: str, worker: int | None = None) -> str:
+    """What a human-readable line starts with: ``bspump-cluster: `` or ``worker 1: ``."""
+    return f"worker {worker}: " if role == "worker" and worker is not None else "bspump-cluster: "
+
+
+def setup(role: str, worker: int | None = None, fmt: str | None = None,
+          level: int = logging.INFO, stream: IO[str] | None = None) -> str:
+    """Configure this process's root logger for ``role``; return the format chosen.
+
+    ``fmt`` is ``text`` or ``json``; when None, the environment variable :data:`ENV`
+    decides (the supervisor sets it for its children), and ``text`` is the default.
+    """
+    chosen = log_format(fmt)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    if chosen == "json":
+        handler.setFormatter(JsonFormatter(role, worker))
+    else:
+        prefix = text_prefix(role, worker).replace("%", "%%")
+        handler.setFormatter(logging.Formatter(prefix + "%(message)s"))
+    handler.set_name(_HANDLER)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        if old.get_name() == _HANDLER:  # ours from an earlier call; others (pytest's) stay
+            root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return chosen
