@@ -270,6 +270,21 @@ class KafkaSource(Source):
                 return False
         return True
 
+    async def lag(self) -> dict[str, int]:
+        """Messages between this source's position and the end of each assigned partition."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return {}
+        ends = await consumer.end_offsets(assigned)
+        lag = {}
+        for tp, end in ends.items():
+            name = _tp_name(tp.topic, tp.partition)
+            lag[name] = max(0, int(end) - self.positions.get(name, int(end)))
+        return lag
+
     async def commit(self, positions: Mapping[str, int]) -> None:
         """Commit offsets of a complete checkpoint (for partitions still assigned)."""
         from aiokafka import TopicPartition

@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--restarts", type=int, default=0)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="bspump-cluster: %(message)s",
-                        stream=sys.stderr)
+    from cluster.logs import setup as setup_logging
+    setup_logging("coordinator", level=logging.INFO)  # text, or JSON (run --log-format json)
     try:
         cfg = Config.load(args.config)
         settings = load_cluster_settings(cfg, Path(args.config), workers=args.workers,

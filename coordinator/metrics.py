@@ -15,7 +15,13 @@ PREFIX = "bspump_cluster_"
 
 
 def _escape(value: Any) -> str:
+    """A label value: backslash, double quote and newline escaped."""
     return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    """A HELP text: backslash and newline escaped."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def _labels(labels: dict[str, Any]) -> str:
@@ -24,7 +30,7 @@ def _labels(labels: dict[str, Any]) -> str:
     return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
 
 
-def _number(value: float) -> str:
+def _number(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "NaN"
     if isinstance(value, float) and math.isinf(value):
@@ -38,9 +44,10 @@ class _Text:
         self.base = {"pipeline": pipeline}
 
     def metric(self, name: str, kind: str, help_text: str,
-               samples: list[tuple[dict[str, Any], float]]) -> None:
+               samples: list[tuple[dict[str, Any], float | None]]) -> None:
+        """One metric family: HELP, TYPE and its samples (None is written as NaN)."""
         full = PREFIX + name
-        self.lines.append(f"# HELP {full} {help_text}")
+        self.lines.append(f"# HELP {full} {_escape_help(help_text)}")
         self.lines.append(f"# TYPE {full} {kind}")
         for labels, value in samples:
             self.lines.append(f"{full}{_labels({**self.base, **labels})} {_number(value)}")
@@ -50,6 +57,9 @@ def render(snap: dict[str, Any]) -> str:
     """The Prometheus text exposition of a snapshot."""
     t = _Text(snap["pipeline"])
     workers = snap["workers"]
+    t.metric("info", "gauge", "Always 1; the run id and state are its labels.",
+             [({"run_id": snap.get("run_id", ""), "state": snap.get("state", "")}, 1)])
+    t.metric("workers", "gauge", "Worker processes of the run.", [({}, len(workers))])
     t.metric("events_in_total", "counter", "Records read from the source.",
              [({}, snap["records_read"])])
     t.metric("events_per_second", "gauge", "Records read per second over the last seconds.",
@@ -66,11 +76,14 @@ def render(snap: dict[str, Any]) -> str:
              [({"worker": w["worker"]}, w["queue_depth"]) for w in workers])
     t.metric("worker_open_sessions", "gauge", "Open sessions on each worker.",
              [({"worker": w["worker"]}, w["open_sessions"]) for w in workers])
-    t.metric("watermark_seconds", "gauge", "Event-time watermark (epoch seconds).",
-             [({}, snap["watermark"] if snap["watermark"] is not None else math.nan)])
+    t.metric("worker_key_groups", "gauge", "Key groups each worker owns.",
+             [({"worker": w["worker"]}, w["key_groups"][1] - w["key_groups"][0] + 1)
+              for w in workers])
+    t.metric("watermark_seconds", "gauge",
+             "Watermark (epoch seconds; NaN before the first event).",
+             [({}, snap["watermark"])])
     t.metric("watermark_lag_seconds", "gauge", "Wall clock minus the watermark.",
-             [({}, snap["watermark_lag_s"] if snap["watermark_lag_s"] is not None
-               else math.nan)])
+             [({}, snap["watermark_lag_s"])])
     t.metric("dead_letters_total", "counter", "Records kept in dead-letters.jsonl.",
              [({}, snap["dead_letters"])])
     t.metric("late_events_total", "counter", "Events behind the watermark (late-events.jsonl).",
@@ -82,12 +95,13 @@ def render(snap: dict[str, Any]) -> str:
     cp = snap["checkpoint"]
     t.metric("checkpoints_total", "counter", "Checkpoints completed by this process.",
              [({}, cp["taken"])])
-    t.metric("last_checkpoint_id", "gauge", "Id of the newest complete checkpoint.",
-             [({}, cp["last_id"] if cp["last_id"] is not None else math.nan)])
+    t.metric("last_checkpoint_id", "gauge",
+             "Id of the newest checkpoint this process completed (NaN: none yet).",
+             [({}, cp["last_id"])])
     t.metric("last_checkpoint_age_seconds", "gauge", "Seconds since the newest checkpoint.",
-             [({}, cp["age_s"] if cp["age_s"] is not None else math.nan)])
+             [({}, cp["age_s"])])
     t.metric("last_checkpoint_duration_seconds", "gauge", "How long the newest checkpoint took.",
-             [({}, cp["duration_s"] if cp["duration_s"] is not None else math.nan)])
+             [({}, cp["duration_s"])])
     t.metric("worker_restarts_total", "counter",
              "Times the run was restarted from a checkpoint after a process died.",
              [({}, snap["restarts"])])

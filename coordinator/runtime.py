@@ -146,7 +146,8 @@ class Coordinator:
         self._restored: set[int] = set()
         self.restarts = restarts
         self.open_sessions = [0] * workers
-        self._history: deque[tuple[float, float, int, list[int]]] = deque(maxlen=HISTORY)
+        self._history: deque[tuple[float, float, int, list[int], list[int]]] = deque(
+            maxlen=HISTORY)
         self._window_history: dict[str, deque[dict[str, Any]]] = {
             aid: deque(maxlen=WINDOW_HISTORY) for aid in self.mergers}
         self._checkpoint_history: deque[dict[str, Any]] = deque(maxlen=50)
@@ -651,7 +652,7 @@ class Coordinator:
         dead_seen = self.dead
         while True:
             self._history.append((time.monotonic(), time.time(), self.records_read,
-                                  list(self.processed)))
+                                  list(self.processed), list(self.open_sessions)))
             if tick % 10 == 9 and self.dead > dead_seen:
                 log.warning("dead letters: %d in the last 10 s (%d in all) -> %s",
                             self.dead - dead_seen, self.dead, self.outputs.dead_letters.path)
@@ -668,11 +669,11 @@ class Coordinator:
         """Records/s read and events/s per worker over the last ``span`` seconds."""
         if len(self._history) < 2:
             return 0.0, [0.0] * self.workers
-        t1, _, n1, w1 = self._history[-1]
-        t0, _, n0, w0 = self._history[0]
+        t1, _, n1, w1, _ = self._history[-1]
+        t0, _, n0, w0, _ = self._history[0]
         for sample in reversed(self._history):
             if t1 - sample[0] >= span:
-                t0, _, n0, w0 = sample
+                t0, _, n0, w0, _ = sample
                 break
         dt = max(t1 - t0, 1e-9)
         return (n1 - n0) / dt, [(b - a) / dt for a, b in zip(w0, w1, strict=True)]
@@ -736,8 +737,9 @@ class Coordinator:
                            "duration_s": cp["duration_s"] if cp else None,
                            "enabled": self.cp_dir is not None},
             "checkpoints": list(self._checkpoint_history),
-            "history": [{"t": wall, "records_read": n, "workers": list(w)}
-                        for _, wall, n, w in self._history],
+            "history": [{"t": wall, "records_read": n, "workers": list(w),
+                         "open_sessions": list(sessions)}
+                        for _, wall, n, w, sessions in self._history],
             "windows": {aid: list(h) for aid, h in self._window_history.items()},
             "matrices": [self.matrix_view(mid) for mid in self.app.Matrices],
         }

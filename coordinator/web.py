@@ -30,16 +30,19 @@ _MAX_REQUEST = 16384
 
 
 def page(snapshot: dict[str, Any] | None = None) -> str:
-    """The page, its scripts and styles inlined; with a snapshot it is a static report."""
+    """The page, its scripts and styles inlined; with a snapshot it is a static report.
+
+    Without a snapshot the page polls ``/api/snapshot``; the snapshot slot then holds
+    ``null``.
+    """
     html = (PAGE_DIR / "index.html").read_text(encoding="utf-8")
     for asset in sorted(PAGE_DIR.iterdir()):
         marker = f"<!--inline:{asset.name}-->"
         if marker in html:
             html = html.replace(marker, asset.read_text(encoding="utf-8"))
-    if snapshot is not None:
-        data = json.dumps(snapshot).replace("</", "<\\/")
-        html = html.replace(_SNAPSHOT_MARK, data)
-    return html
+    # JSON inside <script>: no "<" at all, so neither "</script>" nor "<!--" can occur.
+    data = "null" if snapshot is None else json.dumps(snapshot).replace("<", "\\u003c")
+    return html.replace(_SNAPSHOT_MARK, data)
 
 
 def write_report(snapshot: dict[str, Any], path: Path) -> None:
@@ -68,6 +71,8 @@ def _route(coord: Coordinator, method: str, target: str) -> bytes:
         return _response("200 OK", json.dumps(coord.snapshot()).encode(), "application/json")
     if path in ("/", "/index.html"):
         return _response("200 OK", page().encode(), _TYPES[".html"])
+    if path == "/favicon.ico":
+        return _response("204 No Content", b"", "image/x-icon")
     return _response("404 Not Found", b"not found\n", "text/plain")
 
 

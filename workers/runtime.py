@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parent", type=int, required=True)
     ap.add_argument("--ring-span", type=float, required=True)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=f"worker {args.worker}: %(message)s")
+    from cluster.logs import setup as setup_logging
+    setup_logging("worker", worker=args.worker)  # text, or JSON (--log-format json on run)
     cfg = Config.load(args.config)
     settings = load_cluster_settings(cfg, Path(args.config), workers=args.workers,
                                      output_dir=args.output_dir)

@@ -1,0 +1,91 @@
+"""``cluster.logs``: text by default, one JSON object a line with --log-format json."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from cluster import logs
+
+
+@pytest.fixture
+def restore_root() -> Iterator[None]:
+    """Leave the root logger as the test found it."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+    root.setLevel(level)
+
+
+def capture(role: str, fmt: str | None, worker: int | None = None) -> io.StringIO:
+    buf = io.StringIO()
+    logs.setup(role, worker=worker, fmt=fmt, stream=buf)
+    return buf
+
+
+def test_text_is_the_default_with_the_old_prefixes(restore_root: None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(logs.ENV, raising=False)
+    buf = capture("coordinator", None)
+    logging.getLogger("bspump-cluster.coordinator").info("checkpoint %d: %.1f MB in %.3f s",
+                                                         3, 19.4, 0.2)
+    assert buf.getvalue() == "bspump-cluster: checkpoint 3: 19.4 MB in 0.200 s\n"
+    buf = capture("worker", "text", worker=1)
+    logging.getLogger("bspump-cluster.worker").warning("50% done")
+    assert buf.getvalue() == "worker 1: 50% done\n"
+
+
+def test_json_lines_carry_role_event_and_fields(restore_root: None) -> None:
+    buf = capture("coordinator", "json")
+    log = logging.getLogger("bspump-cluster.coordinator")
+    log.info("checkpoint %d: %.1f MB in %.3f s", 3, 19.4, 0.214)
+    log.info("restored checkpoint %d (%s workers -> %d): source position %s, watermark %s",
+             5, 4, 2, "1200", "2026-01-01T00:00:00Z")
+    log.warning("dead letters: %d in the last 10 s (%d in all) -> %s", 12, 40, "/o/dl.jsonl")
+    log.info("something new, %s", "unlisted", extra={"event": "custom", "rows": 3})
+    lines = [json.loads(x) for x in buf.getvalue().splitlines()]
+    assert len(lines) == 4
+    cp, rebalance, dead, custom = lines
+    assert cp["role"] == "coordinator" and cp["level"] == "info" and cp["pid"] > 0
+    assert cp["time"].endswith("Z") and "T" in cp["time"]
+    assert cp["event"] == "checkpoint" and cp["checkpoint_id"] == 3
+    assert cp["duration_s"] == 0.214 and cp["message"] == "checkpoint 3: 19.4 MB in 0.214 s"
+    assert rebalance["event"] == "rebalance"
+    assert (rebalance["workers_before"], rebalance["workers"]) == (4, 2)
+    assert dead["event"] == "dead_letter_rate" and dead["level"] == "warning"
+    assert dead["dead_letters_10s"] == 12 and dead["dead_letters_total"] == 40
+    assert custom["event"] == "custom" and custom["rows"] == 3
+    assert custom["message"] == "something new, unlisted"
+
+
+def test_the_environment_passes_the_choice_to_child_processes(
+        restore_root: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(logs.ENV, "json")
+    buf = capture("worker", None, worker=2)
+    logging.getLogger("bspump-cluster.worker").error("%s (pid %d) died: %s; %s", "worker 1",
+                                                     42, "killed by SIGKILL",
+                                                     "restarting from the last checkpoint")
+    line = json.loads(buf.getvalue())
+    assert line["role"] == "worker" and line["worker"] == 2
+    assert line["event"] == "restart" and line["pid"] > 0 and line["process"] == "worker 1"
+    monkeypatch.setenv(logs.ENV, "nonsense")
+    assert logs.log_format() == "text"
+
+
+def test_an_exception_is_one_json_line(restore_root: None) -> None:
+    buf = capture("supervisor", "json")
+    try:
+        raise ValueError("boom\nsecond line")
+    except ValueError:
+        logging.getLogger("bspump-cluster").exception("failed")
+    out = buf.getvalue()
+    assert out.count("\n") == 1
+    line = json.loads(out)
+    assert "ValueError: boom" in line["exception"] and line["level"] == "error"
