@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import machine, run_once  # noqa: E402
+from run import machine, replace_section, run_once  # noqa: E402
 
 import bspump  # noqa: E402
 from bspump.analyzer import SessionAnalyzer  # noqa: E402
@@ -131,13 +131,7 @@ def main() -> int:
                        *rows])
     print(block)
     if args.write:
-        path = ROOT / "bench" / "RESULTS.md"
-        text = path.read_text()
-        marker = "<!-- bench/checkpoint.py -->"
-        start, end = text.find(marker), text.find(marker[:-4] + " end -->")
-        if start == -1 or end == -1:
-            sys.exit(f"markers for bench/checkpoint.py not found in {path}")
-        path.write_text(text[: start + len(marker)] + "\n" + block + "\n" + text[end:])
+        replace_section("bench/checkpoint.py", block)
     return 0
 
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from run import machine  # noqa: E402
+from run import machine, replace_section  # noqa: E402
 
 N = 200_000
 
@@ -135,13 +135,7 @@ def main() -> int:
                        "Command: `python bench/hotpaths.py`", "", *rows_md])
     print(block)
     if args.write:
-        path = ROOT / "bench" / "RESULTS.md"
-        text = path.read_text()
-        marker, end_marker = "<!-- bench/hotpaths.py -->", "<!-- bench/hotpaths.py end -->"
-        start, end = text.find(marker), text.find(end_marker)
-        if start == -1 or end == -1:
-            sys.exit(f"markers for bench/hotpaths.py not found in {path}")
-        path.write_text(text[: start + len(marker)] + "\n" + block + "\n" + text[end:])
+        replace_section("bench/hotpaths.py", block)
     return 0
 
 

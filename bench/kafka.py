@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import machine, run_once  # noqa: E402
+from run import machine, replace_section, run_once  # noqa: E402
 
 import bspump  # noqa: E402
 from bspump.generator import GeneratorSource  # noqa: E402
@@ -144,13 +144,7 @@ def main() -> int:
                        f"--repeat {args.repeat}`", "", *rows])
     print(block)
     if args.write:
-        path = ROOT / "bench" / "RESULTS.md"
-        text = path.read_text()
-        marker, end_marker = "<!-- bench/kafka.py -->", "<!-- bench/kafka.py end -->"
-        start, end = text.find(marker), text.find(end_marker)
-        if start == -1 or end == -1:
-            sys.exit(f"markers for bench/kafka.py not found in {path}")
-        path.write_text(text[: start + len(marker)] + "\n" + block + "\n" + text[end:])
+        replace_section("bench/kafka.py", block)
     return 0
 
 

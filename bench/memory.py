@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import machine  # noqa: E402
+from run import machine, replace_section  # noqa: E402
 
 CHILD = r'''
 import json, os, sys
@@ -110,13 +110,7 @@ def main() -> int:
                        "in the dict of sessions kept in last-use order)."])
     print(block)
     if args.write:
-        path = ROOT / "bench" / "RESULTS.md"
-        text = path.read_text()
-        marker, end_marker = "<!-- bench/memory.py -->", "<!-- bench/memory.py end -->"
-        start, end = text.find(marker), text.find(end_marker)
-        if start == -1 or end == -1:
-            sys.exit(f"markers for bench/memory.py not found in {path}")
-        path.write_text(text[: start + len(marker)] + "\n" + block + "\n" + text[end:])
+        replace_section("bench/memory.py", block)
     return 0
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from kafka import events as generated_lines  # noqa: E402
-from run import machine  # noqa: E402
+from run import machine, replace_section  # noqa: E402
 
 import bspump  # noqa: E402
 from bspump.application import RunInfo  # noqa: E402
@@ -110,13 +110,7 @@ def main() -> int:
         "| input | events | events/s (median) | runs |", "|---|---|---|---|", *rows])
     print(block)
     if args.write:
-        target = ROOT / "bench" / "RESULTS.md"
-        text = target.read_text()
-        marker, end_marker = "<!-- bench/route.py -->", "<!-- bench/route.py end -->"
-        start, end = text.find(marker), text.find(end_marker)
-        if start == -1 or end == -1:
-            sys.exit(f"markers for bench/route.py not found in {target}")
-        target.write_text(text[: start + len(marker)] + "\n" + block + "\n" + text[end:])
+        replace_section("bench/route.py", block)
     return 0
 
 

@@ -38,6 +38,17 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def replace_section(name: str, block: str) -> None:
+    """Replace the text between ``<!-- NAME -->`` and ``<!-- NAME end -->`` in RESULTS.md."""
+    path = ROOT / "bench" / "RESULTS.md"
+    text = path.read_text()
+    marker, end_marker = f"<!-- {name} -->", f"<!-- {name} end -->"
+    start, end = text.find(marker), text.find(end_marker)
+    if start == -1 or end == -1:
+        sys.exit(f"markers {marker} ... {end_marker} not found in {path}")
+    path.write_text(text[: start + len(marker)] + "\n" + block + "\n" + text[end:])
+
+
 def run_once(config: Path, workers: int) -> tuple[float, float, int]:
     """One run: (events/s by the coordinator's clock, wall seconds, events)."""
     with tempfile.TemporaryDirectory() as out:
@@ -85,13 +96,7 @@ def main() -> int:
                        f"Command: `{command}`", "", *rows])
     print(block)
     if args.write:
-        path = ROOT / "bench" / "RESULTS.md"
-        text = path.read_text()
-        marker = f"<!-- bench/run.py {args.config} -->"
-        start, end = text.find(marker), text.find(f"<!-- bench/run.py {args.config} end -->")
-        if start == -1 or end == -1:
-            sys.exit(f"markers {marker} not found in {path}")
-        path.write_text(text[: start + len(marker)] + "\n" + block + "\n" + text[end:])
+        replace_section(f"bench/run.py {args.config}", block)
     return 0
 
 

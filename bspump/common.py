@@ -8,6 +8,7 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
+from bspump.file import _skip_line
 from bspump.processor import NOTHING, Sink, Source, SourceBatch
 from cluster.outputs import dumps
 
@@ -48,10 +49,7 @@ class StdinSource(Source):
             read += 1
             self._line += 1
             if len(line) > limit and not line.endswith(b"\n"):
-                while True:
-                    more = sys.stdin.buffer.readline(1 << 20)
-                    if not more or more.endswith(b"\n"):
-                        break
+                _skip_line(sys.stdin.buffer)
                 dead.append((line[:512].decode("utf-8", "replace"),
                              f"stdin:{self._line}: record exceeds max_record_bytes={limit}"))
                 continue

@@ -24,6 +24,16 @@ if TYPE_CHECKING:
 _PREVIEW = 512
 
 
+def _skip_line(f: IO[bytes]) -> int:
+    """Read past the rest of an over-long line without holding it; bytes skipped."""
+    skipped = 0
+    while True:
+        more = f.readline(1 << 20)
+        skipped += len(more)
+        if not more or more.endswith(b"\n"):
+            return skipped
+
+
 def _preview(raw: bytes) -> str:
     text = raw[:_PREVIEW].decode("utf-8", "replace")
     return text + (f"... ({len(raw)} bytes)" if len(raw) > _PREVIEW else "")
@@ -61,6 +71,13 @@ class FileJSONLinesSource(_FileSource):
     supports_raw = True
     RAW_CHUNK = 1 << 20
 
+    def _resume(self, f: IO[bytes]) -> int:
+        """Seek to the saved position; the number of lines before it."""
+        if not self._start_at:
+            return 0
+        f.seek(int(self._start_at["offset"]))
+        return int(self._start_at["line"])
+
     async def batches(self) -> AsyncIterator[SourceBatch]:
         """Read the file in batches of ``batch`` lines (raw: in chunks of about 1 MiB)."""
         if self.want_raw:
@@ -70,10 +87,7 @@ class FileJSONLinesSource(_FileSource):
         limit = self.max_record_bytes
         name = str(self.path)
         with self._open() as f:
-            line_no = 0
-            if self._start_at:
-                f.seek(int(self._start_at["offset"]))
-                line_no = int(self._start_at["line"])
+            line_no = self._resume(f)
             loads = json.loads
             while True:
                 records: list[Any] = []
@@ -86,12 +100,7 @@ class FileJSONLinesSource(_FileSource):
                         break
                     line_no += 1
                     if len(line) > limit and not line.endswith(b"\n"):
-                        size = len(line)
-                        while True:
-                            more = f.readline(1 << 20)
-                            size += len(more)
-                            if not more or more.endswith(b"\n"):
-                                break
+                        size = len(line) + _skip_line(f)
                         dead.append((_preview(line), f"{name}:{line_no}: record of {size} "
                                                      f"bytes exceeds max_record_bytes={limit}"))
                         continue
@@ -120,10 +129,7 @@ class FileJSONLinesSource(_FileSource):
         limit = self.max_record_bytes
         name = str(self.path)
         with self._open() as f:
-            line_no = 0
-            if self._start_at:
-                f.seek(int(self._start_at["offset"]))
-                line_no = int(self._start_at["line"])
+            line_no = self._resume(f)
             carry = b""
             while True:
                 chunk = f.read(self.RAW_CHUNK)
@@ -135,12 +141,7 @@ class FileJSONLinesSource(_FileSource):
                 oversize = 0
                 if len(carry) > limit:
                     # An unfinished line already over the limit: skip to its end.
-                    oversize = len(carry)
-                    while True:
-                        more = f.readline(1 << 20)
-                        oversize += len(more)
-                        if not more or more.endswith(b"\n"):
-                            break
+                    oversize = len(carry) + _skip_line(f)
                     carry = b""
                 raw: list[bytes] = []
                 dead: list[tuple[Any, str]] = []
