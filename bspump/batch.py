@@ -12,10 +12,39 @@ prefix, whose values are ``prefix + str(code)`` (``user_id`` = ``"u" + code``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
+
+_LABELS: dict[str, np.ndarray] = {}
+
+
+def _labels(prefix: str, size: int) -> np.ndarray:
+    """``prefix + str(code)`` for codes 0..size-1, made once and shared by every batch."""
+    table = _LABELS.get(prefix)
+    if table is None or len(table) < size:
+        grown = max(size, 2 * len(table) if table is not None else 0)
+        table = np.array([prefix + str(i) for i in range(grown)], dtype=object)
+        _LABELS[prefix] = table
+    return table
+
+
+@lru_cache(maxsize=64)
+def _row_builder(names: tuple[str, ...]) -> Callable[[list[list[Any]]], list[dict[str, Any]]]:
+    """A function building one dict per row with a dict display of fixed keys.
+
+    A display with literal keys is about twice as fast as ``dict(zip(names, row))``.
+    The keys are written with ``repr``, so no column name can become code.
+    """
+    args = ", ".join(f"v{i}" for i in range(len(names)))
+    fields = ", ".join(f"{name!r}: v{i}" for i, name in enumerate(names))
+    source = (f"lambda cols: [{{{fields}}} for {args}{',' if len(names) == 1 else ''} "
+              f"in zip(*cols)]")
+    builder: Callable[[list[list[Any]]], list[dict[str, Any]]] = eval(
+        source, {"__builtins__": {"zip": zip}})
+    return builder
 
 
 class EventBatch:
@@ -56,7 +85,7 @@ class EventBatch:
         prefix = self.prefixes.get(name)
         if prefix is None:
             return list(col.tolist())
-        return [prefix + s for s in map(str, col.tolist())]
+        return list(_labels(prefix, int(col.max()) + 1 if len(col) else 0)[col].tolist())
 
     def row(self, i: int) -> dict[str, Any]:
         """One row as a dict."""
@@ -65,9 +94,8 @@ class EventBatch:
 
     def to_dicts(self) -> list[dict[str, Any]]:
         """Every row as a dict, the same values the per-event path sees."""
-        names = list(self.columns)
-        cols = [self.values(name) for name in names]
-        return [dict(zip(names, row, strict=True)) for row in zip(*cols, strict=True)]
+        names = tuple(self.columns)
+        return _row_builder(names)([self.values(name) for name in names])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.to_dicts())
