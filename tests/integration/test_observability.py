@@ -161,10 +161,12 @@ def _wait_for(check: Any, timeout: float, what: str, proc: subprocess.Popen[byte
 
 
 def _attr(driver: Any, css: str, name: str) -> str | None:
-    from selenium.webdriver.common.by import By
-
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0].get_attribute(name) if found else None
+    # One script call, so a re-render of the page between finding the element and
+    # reading it cannot leave us holding a stale element.
+    value: str | None = driver.execute_script(
+        "const e = document.querySelector(arguments[0]);"
+        " return e ? e.getAttribute(arguments[1]) : null;", css, name)
+    return value
 
 
 def _points(driver: Any, css: str) -> int:
