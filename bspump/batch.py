@@ -12,7 +12,7 @@ prefix, whose values are ``prefix + str(code)`` (``user_id`` = ``"u" + code``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -96,9 +96,6 @@ class EventBatch:
         """Every row as a dict, the same values the per-event path sees."""
         names = tuple(self.columns)
         return _row_builder(names)([self.values(name) for name in names])
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.to_dicts())
 
     # -- wire -------------------------------------------------------------------------
 

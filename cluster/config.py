@@ -83,10 +83,6 @@ class Config:
             for key, value in parser.items(section, raw=True):
                 target[key] = Setting(value.strip(), name)
 
-    def set(self, section: str, key: str, value: str, file: str = "<override>") -> None:
-        """Set one value (command-line overrides)."""
-        self._sections.setdefault(section, {})[key] = Setting(value, file)
-
     # -- reading -------------------------------------------------------------------
 
     def sections(self) -> Iterator[str]:
