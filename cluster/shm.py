@@ -84,6 +84,10 @@ class Segment:
         array = np.ndarray(shape, dtype=dt, buffer=mm)
         return cls(name, array, mm, owner=False)
 
+    def unlink(self) -> None:
+        """Remove the name; the mapping stays valid until closed."""
+        (SHM_DIR / self.name).unlink(missing_ok=True)
+
 
 def unlink_run(run_id: str) -> int:
     """Remove every segment of a run; returns how many were removed."""
