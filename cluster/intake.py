@@ -303,7 +303,12 @@ class Intake:
     def _vector_split(self, times: np.ndarray, workers: np.ndarray,
                       take: Callable[[np.ndarray, np.ndarray], Any], now: float | None,
                       result: IntakeResult, row: Callable[[int], Any] | None = None) -> None:
-        """Lateness, watermark and per-worker chunks, vectorized; same rules as _split.
+        """Lateness, watermark and per-worker chunks for every path, vectorized.
+
+        The rules are sequential: a row is late when its time is below the watermark
+        before it; the watermark is the newest time so far minus the lateness; a chunk
+        (and its watermark message) ends where the watermark crosses a tick boundary,
+        the row that crossed it going into the next chunk.
 
         ``take(rows, times)`` builds one worker's payload; ``row(i)`` the record of row
         ``i`` for the late events (raw payloads come back through take)."""
@@ -326,7 +331,7 @@ class Intake:
         w_keep = w_after[keep]
         self.max_time = float(cm[-1])
         self.watermark = float(w_after[-1])
-        # A chunk ends where the watermark crosses a tick boundary (see _split).
+        # The cuts: rows where the watermark's tick number goes up.
         tick_of = np.floor(w_keep / self.tick)
         first = round(self._next_boundary / self.tick) - 1 \
             if math.isfinite(self._next_boundary) else -math.inf
@@ -411,41 +416,18 @@ class Intake:
 
     def _split(self, records: list[Any], keys: list[Any], times: list[float],
                now: float | None, result: IntakeResult) -> None:
-        """Lateness, watermark and per-worker chunks for records that can be routed."""
-        chunk = self._new_chunk()
-        worker_of = self._worker
-        if not self.event_time:
-            stamp = now if now is not None else 0.0
-            for record, key in zip(records, keys, strict=True):
-                w = worker_of(key)
-                chunk.times[w].append(stamp)
-                chunk.events[w].append(record)
-            result.chunks.append(chunk)
-            result.accepted = len(records)
+        """Route records whose key and time are known: the rules of _vector_split."""
+        if not records:
+            result.chunks.append(self._new_chunk())
             return
-        late = result.late
-        lateness = self.lateness
-        accepted = 0
-        for record, key, t in zip(records, keys, times, strict=True):
-            if t < self.watermark:
-                late.append(Rejected(record, "late", t))
-                continue
-            if t > self.max_time:
-                self.max_time = t
-                w_new = t - lateness
-                if w_new > self.watermark:
-                    self.watermark = w_new
-                    if w_new >= self._next_boundary:
-                        chunk.watermark = w_new
-                        result.chunks.append(chunk)
-                        chunk = self._new_chunk()
-                        self._next_boundary = (math.floor(w_new / self.tick) + 1) * self.tick
-            w = worker_of(key)
-            chunk.times[w].append(t)
-            chunk.events[w].append(record)
-            accepted += 1
-        result.chunks.append(chunk)
-        result.accepted = accepted
+        workers = np.fromiter(map(self._worker, keys), dtype=np.int64, count=len(keys))
+        t = np.full(len(keys), now if now is not None else 0.0) if not self.event_time \
+            else np.asarray(times, dtype=np.float64)
+
+        def take(sel: np.ndarray, _t: np.ndarray) -> list[Any]:
+            return [records[i] for i in sel.tolist()]
+
+        self._vector_split(t, workers, take, now, result)
 
     def state(self) -> dict[str, float]:
         """Watermark bookkeeping, for a checkpoint manifest."""
