@@ -36,6 +36,8 @@ class RunInfo:
     ring_span: float = 0.0
     max_record_bytes: int = 1 << 20
     key_groups: int = 256
+    # A partition task's Kafka partition ("topic:N"): its source reads only that one.
+    partition: str | None = None
 
 
 class Application:

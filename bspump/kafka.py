@@ -52,7 +52,7 @@ def connection_settings(app: Application, connection: str) -> dict[str, str]:
     return {k: v.value for k, v in cfg.section(section).items()}
 
 
-def _client_options(settings: dict[str, str]) -> dict[str, Any]:
+def client_options(settings: dict[str, str]) -> dict[str, Any]:
     options: dict[str, Any] = {"bootstrap_servers": settings["bootstrap_servers"]}
     if "client_id" in settings:
         options["client_id"] = settings["client_id"]
@@ -71,7 +71,7 @@ def _tp_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-class _Backoff:
+class Backoff:
     """0.5 s, 1 s, 2 s ... up to MAX_BACKOFF between attempts."""
 
     def __init__(self) -> None:
@@ -103,6 +103,8 @@ class KafkaSource(Source):
         "batch": 1000,
         "poll_timeout_ms": 200,
         "stop_at_end": False,
+        "session_timeout_ms": 10000,
+        "heartbeat_interval_ms": 3000,
     }
 
     def __init__(self, app: Application, pipeline: Pipeline, connection: str = "KafkaConnection",
@@ -119,11 +121,31 @@ class KafkaSource(Source):
         """JSON values without key_field can go to the workers undecoded."""
         return self.Config["value_format"] == "json" and not self.Config["key_field"]
 
+    @property
+    def partition(self) -> tuple[str, int] | None:
+        """The one partition a partition task reads (it does not join the group), or None."""
+        run = self.App.Run
+        if run is None or run.partition is None:
+            return None
+        topic, _, number = run.partition.rpartition(":")
+        return topic, int(number)
+
+    def group_options(self) -> dict[str, Any]:
+        """Consumer-group settings shared by this source and a partition-task member."""
+        return {"group_id": self.Config["group_id"], "enable_auto_commit": False,
+                "auto_offset_reset": self.Config["auto_offset_reset"],
+                "session_timeout_ms": int(self.Config["session_timeout_ms"]),
+                "heartbeat_interval_ms": int(self.Config["heartbeat_interval_ms"])}
+
     def check(self) -> None:
         """Connection, topic and format must be set when this source really runs."""
         connection_settings(self.App, self.connection)
         if not self.topics:
             raise self.config_error("topic", "a Kafka source needs a topic")
+        own = self.partition
+        if own is not None and own[0] not in self.topics:
+            raise self.config_error("topic", f"partition {own[0]}:{own[1]} is not of the "
+                                    f"topics this source reads ({', '.join(self.topics)})")
         if self.Config["value_format"] not in _FORMATS:
             raise self.config_error("value_format", f"expected json or msgpack, got "
                                     f"{self.Config['value_format']!r}")
@@ -147,7 +169,7 @@ class KafkaSource(Source):
                 self._consumer.seek(tp, offset)
 
     async def _start_consumer(self) -> Any:
-        from aiokafka import AIOKafkaConsumer
+        from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.abc import ConsumerRebalanceListener
         from aiokafka.errors import KafkaError
 
@@ -161,19 +183,21 @@ class KafkaSource(Source):
                 source._on_assigned(assigned)
 
         settings = self.connection_config
-        backoff = _Backoff()
+        own = self.partition
+        backoff = Backoff()
         while True:
-            consumer = AIOKafkaConsumer(
-                **_client_options(settings),
-                group_id=self.Config["group_id"],
-                enable_auto_commit=False,
-                auto_offset_reset=self.Config["auto_offset_reset"],
-                max_poll_records=int(self.Config["batch"]),
-            )
-            consumer.subscribe(self.topics, listener=_Listener())
+            consumer = AIOKafkaConsumer(**client_options(settings), **self.group_options(),
+                                        max_poll_records=int(self.Config["batch"]))
+            if own is None:
+                consumer.subscribe(self.topics, listener=_Listener())
+            else:
+                # A partition task: the host's member holds the group membership.
+                consumer.assign([TopicPartition(*own)])
             self._consumer = consumer
             try:
                 await consumer.start()
+                if own is not None:
+                    self._on_assigned(consumer.assignment())
                 return consumer
             except KafkaError as e:
                 await consumer.stop()
@@ -190,7 +214,7 @@ class KafkaSource(Source):
         decode = _decoder(c["value_format"])
         limit = self.max_record_bytes
         key_field = c["key_field"]
-        backoff = _Backoff()
+        backoff = Backoff()
         try:
             while True:
                 try:
@@ -292,8 +316,8 @@ class KafkaSource(Source):
         from aiokafka.structs import OffsetAndMetadata
 
         consumer = self._consumer
-        if consumer is None:
-            return
+        if consumer is None or self.partition is not None:
+            return  # a partition task's member commits what its checkpoints hold
         assigned = consumer.assignment()
         offsets = {}
         for name, offset in positions.items():
@@ -400,7 +424,7 @@ class KafkaSink(Sink):
         from aiokafka import AIOKafkaProducer
 
         if self._producer is None:
-            producer = AIOKafkaProducer(**_client_options(self.connection_config), acks="all",
+            producer = AIOKafkaProducer(**client_options(self.connection_config), acks="all",
                                         linger_ms=5, enable_idempotence=True)
             try:
                 await producer.start()
@@ -413,7 +437,7 @@ class KafkaSink(Sink):
     async def _send(self, topic: str, pending: list[tuple[bytes | None, bytes]]) -> None:
         from aiokafka.errors import KafkaError
 
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
             try:
                 producer = await self._ensure_producer()

@@ -23,7 +23,8 @@ from cluster.layout import Layout
 def _settings(args: argparse.Namespace) -> ClusterSettings:
     cfg = Config.load(args.config)
     return load_cluster_settings(cfg, Path(args.config), workers=getattr(args, "workers", None),
-                                 output_dir=getattr(args, "output_dir", None))
+                                 output_dir=getattr(args, "output_dir", None),
+                                 partition=getattr(args, "partition", None))
 
 
 log = logging.getLogger("bspump-cluster")
@@ -36,7 +37,15 @@ _OUTCOMES = {supervisor.EXIT_OK: "finished", supervisor.EXIT_FAILED: "failed",
 def cmd_run(args: argparse.Namespace) -> int:
     """Start the coordinator and the workers; wait for the end of the input."""
     settings = _settings(args)
-    rc = supervisor.run(settings, in_process=args.in_process, fresh=args.fresh)
+    if settings.tasks == "partition" and settings.partition is None:
+        from cluster import member
+
+        if args.fresh:
+            raise ConfigError("--fresh with tasks = partition: other hosts may be using "
+                              f"{settings.checkpoint_dir}; remove it by hand when none runs")
+        rc = member.run(settings, in_process=args.in_process)
+    else:
+        rc = supervisor.run(settings, in_process=args.in_process, fresh=args.fresh)
     outcome = _OUTCOMES.get(rc, f"stopped by signal {rc - 128}" if rc > 128 else "failed")
     log.info("run ended: %s (exit code %d)", outcome, rc)
     return rc
@@ -218,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run coordinator and one shard in one process (debugging)")
     run.add_argument("--fresh", action="store_true",
                      help="ignore and delete existing checkpoints; start from the beginning")
+    run.add_argument("--partition", metavar="TOPIC:N",
+                     help="run one partition task (tasks = partition starts these itself)")
     run.add_argument("--log-format", choices=logs.FORMATS, default=None,
                      help="log lines of every process: text (default) or json, one object "
                           f"a line (also ${logs.ENV})")

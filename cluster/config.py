@@ -200,7 +200,11 @@ CLUSTER_KEYS = {
     "checkpoints_kept": "complete checkpoints to keep (default 3)",
     "max_restarts": "restarts from the last checkpoint after a process dies (default 3)",
     "http": "host:port for /metrics and the live page (default off; 127.0.0.1:PORT)",
+    "tasks": "one (default): one coordinator reads every partition this host is assigned; "
+             "partition: one task per Kafka partition, whose state moves with the partition",
 }
+
+TASKS = ("one", "partition")
 
 PIPELINE_KEYS = {
     "shard_key": "field name, or geo_cell(lat_field, lon_field, degrees)",
@@ -259,6 +263,9 @@ class ClusterSettings:
     checkpoints_kept: int = 3
     max_restarts: int = 3
     http: tuple[str, int] | None = None
+    tasks: str = "one"
+    # The Kafka partition ("topic:N") a partition task runs, else None.
+    partition: str | None = None
     config: Config = field(repr=False, compare=False, default_factory=Config)
 
 
@@ -311,9 +318,28 @@ def _parse_http(cfg: Config) -> tuple[str, int] | None:
     return host.strip("[]") or "127.0.0.1", port
 
 
+def partition_folder(partition: str) -> str:
+    """``events:3`` -> ``events-3``: the folder of a partition task's results and checkpoints."""
+    topic, _, number = partition.rpartition(":")
+    return f"{topic}-{number}"
+
+
+def parse_partition(partition: str) -> tuple[str, int]:
+    """``events:3`` -> ``("events", 3)``; ConfigError for anything else."""
+    topic, sep, number = partition.rpartition(":")
+    if not sep or not topic or not number.isdigit():
+        raise ConfigError(f"--partition: expected topic:number, got {partition!r}")
+    return topic, int(number)
+
+
 def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = None,
-                          output_dir: str | None = None) -> ClusterSettings:
-    """Validate ``[cluster]`` and ``[pipeline:ID]``; raise ConfigError naming the key."""
+                          output_dir: str | None = None,
+                          partition: str | None = None) -> ClusterSettings:
+    """Validate ``[cluster]`` and ``[pipeline:ID]``; raise ConfigError naming the key.
+
+    With ``partition`` these are the settings of one partition task: ``output_dir`` is
+    the task's folder, and checkpoints go to ``<checkpoint_dir>/<topic>-<N>``.
+    """
     if not cfg.has_section("cluster"):
         raise ConfigError(f"{config_path}: missing section [cluster]")
     cfg.check_keys("cluster", CLUSTER_KEYS)
@@ -361,8 +387,22 @@ def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = 
         checkpoint_dir = None
     else:
         checkpoint_dir = cfg.path(raw_cp) if raw_cp else out / "checkpoints"
+    tasks = cfg.get_str("cluster", "tasks", "one").lower()
+    if tasks not in TASKS:
+        raise cfg.error("cluster", "tasks", f"expected one or partition, got {tasks!r}")
+    if tasks == "partition" and checkpoint_dir is None:
+        raise cfg.error("cluster", "checkpoint_dir", "tasks = partition needs checkpoints: "
+                        "a partition's state moves between hosts through them")
+    http = _parse_http(cfg)
+    if partition is not None:
+        parse_partition(partition)
+        if raw_cp and checkpoint_dir is not None:
+            checkpoint_dir = checkpoint_dir / partition_folder(partition)
+        http = None  # several tasks share a host: no page per task
     return ClusterSettings(
-        http=_parse_http(cfg),
+        http=http,
+        tasks=tasks,
+        partition=partition,
         checkpoint_dir=checkpoint_dir,
         checkpoint_interval=cfg.get_float("cluster", "checkpoint_interval", 10.0, minimum=0.01),
         checkpoint_events=cfg.get_int("cluster", "checkpoint_events", 5_000_000, minimum=1),

@@ -28,6 +28,7 @@ import time
 from typing import IO, Any
 
 ENV = "BSPUMP_CLUSTER_LOG_FORMAT"
+TASK_ENV = "BSPUMP_CLUSTER_TASK"  # set for a partition task: its partition tags each line
 FORMATS = ("text", "json")
 ROLES = ("supervisor", "coordinator", "worker")
 _HANDLER = "bspump-cluster"
@@ -55,11 +56,20 @@ EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "dead letters: %d in the last 10 s (%d in all) -> %s":
         ("dead_letter_rate", ("dead_letters_10s", "dead_letters_total", "path")),
     "cannot restore: %s": ("restore_failed", ("error",)),
+    "partition %s resumes from checkpoint %d written by %s%s":
+        ("partition_resume", ("partition", "checkpoint_id", "written_by", "note")),
+    "partition %s finished at %s (checkpoint %d)":
+        ("partition_finished", ("partition", "position", "checkpoint_id")),
     "source failed: %s: %s": ("source_failed", ("error_type", "error")),
     # cluster/checkpoint.py
     "skipping checkpoint %s: %s": ("checkpoint_skipped", ("path", "problem")),
     # bspump/kafka.py
     "Kafka assigned %s": ("kafka_assigned", ("partitions",)),
+    # cluster/member.py
+    "member %s: partitions %s; tasks started (pids %s)":
+        ("tasks_started", ("member", "partitions", "pids")),
+    "%s: stopping the tasks of %s": ("tasks_stopping", ("reason", "partitions")),
+    "%s; stopping this member": ("task_failed", ("problem",)),
     # cluster/cli.py
     "run ended: %s (exit code %d)": ("stop", ("outcome", "exit_code")),
 }
@@ -104,6 +114,9 @@ class JsonFormatter(logging.Formatter):
                                "role": self.role}
         if self.worker is not None:
             out["worker"] = self.worker
+        task = os.environ.get(TASK_ENV)
+        if task:
+            out["partition"] = task
         out["pid"] = record.process
         out["logger"] = record.name
         known = EVENTS.get(record.msg) if isinstance(record.msg, str) else None
@@ -132,8 +145,10 @@ def _refine(out: dict[str, Any]) -> None:
 
 
 def text_prefix(role: str, worker: int | None = None) -> str:
-    """What a human-readable line starts with: ``bspump-cluster: `` or ``worker 1: ``."""
-    return f"worker {worker}: " if role == "worker" and worker is not None else "bspump-cluster: "
+    """``bspump-cluster: ``, ``worker 1: ``; a partition task's: ``worker 1 [events:3]: ``."""
+    who = f"worker {worker}" if role == "worker" and worker is not None else "bspump-cluster"
+    task = os.environ.get(TASK_ENV)
+    return f"{who} [{task}]: " if task else f"{who}: "
 
 
 def setup(role: str, worker: int | None = None, fmt: str | None = None,
@@ -157,4 +172,6 @@ def setup(role: str, worker: int | None = None, fmt: str | None = None,
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # aiokafka tells every group join at INFO; its warnings and errors are what matter here.
+    logging.getLogger("aiokafka").setLevel(max(level, logging.WARNING))
     return chosen

@@ -84,7 +84,7 @@ class Supervisor:
         # Children start with SIGINT/SIGTERM blocked (inherited mask); each unblocks itself
         # by exec: the mask is reset in the child before exec below.
         proc = subprocess.Popen(argv, pass_fds=pass_fds, stdin=stdin,
-                                preexec_fn=_child_setup)
+                                preexec_fn=child_setup)
         return _Child(name, proc)
 
     def start(self) -> int | None:
@@ -96,6 +96,8 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         common = ["--config", str(s.config_path), "--run-id", self.run_id,
                   "--run-dir", str(self.run_dir), "--output-dir", str(s.output_dir)]
+        if s.partition is not None:
+            common += ["--partition", s.partition]
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             args = [*common, "--workers", str(self.workers), "--ready-fd", str(write_fd)]
@@ -248,7 +250,7 @@ class Supervisor:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def _child_setup() -> None:
+def child_setup() -> None:
     """In the child before exec: die with the supervisor, unblock signals."""
     try:
         import ctypes

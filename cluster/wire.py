@@ -7,7 +7,8 @@ ordered with data):
 - ``[DATA_RAW, times, lines]``: the same, each event an undecoded JSON object (bytes)
 - ``[DATA_COLS, times bytes, columns]``: the same as numpy columns (``EventBatch.to_wire``)
 - ``[WATERMARK, seq, watermark]``: event time has reached ``watermark``; ack it
-- ``[END, seq]``: end of input; close everything, report, exit
+- ``[END, seq, last_time, folder]``: end of input; close everything, report, exit
+  (a partition task passes a checkpoint folder for the final state, else None)
 - ``[STOP]``: stop now without a final report
 - ``[BARRIER, checkpoint id, folder]``: write the shard's state into ``folder``, ack it
 - ``[RESTORE, folder, old workers]``: load this shard's part of a checkpoint (first message)
@@ -16,7 +17,8 @@ Up (every worker to the coordinator, one shared channel):
 
 - ``[HELLO, worker, pid, segments]``: booted; ``segments`` lists shared arrays
 - ``[ACK, worker, seq, watermark, report]``: done with everything before ``seq``
-- ``[DONE, worker, seq, report]``: end of input processed
+- ``[DONE, worker, seq, report, files]``: end of input processed (files: the final
+  state's checkpoint files, or None)
 - ``[OUTPUT, worker, text]``: whole lines the worker's analyzers printed
 - ``[FAILED, worker, message]``: the worker cannot go on
 - ``[CHECKPOINTED, worker, checkpoint id, files, report]``: state written; files' sizes, crc32

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-id", required=True)
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--output-dir", required=True)
+    ap.add_argument("--partition")
     ap.add_argument("--ready-fd", type=int)
     ap.add_argument("--in-process", action="store_true")
     ap.add_argument("--fresh", action="store_true")
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = Config.load(args.config)
         settings = load_cluster_settings(cfg, Path(args.config), workers=args.workers,
-                                         output_dir=args.output_dir)
+                                         output_dir=args.output_dir,
+                                         partition=args.partition)
         coord = Coordinator(settings, args.run_id, 1 if args.in_process else args.workers,
                             fresh=args.fresh, restarts=args.restarts)
     except ConfigError as e:

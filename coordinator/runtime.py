@@ -19,12 +19,15 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections import deque
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +43,8 @@ from cluster.config import ClusterSettings
 from cluster.errors import CheckpointError, ClusterError, WorkerDied
 from cluster.intake import Intake
 from cluster.layout import Layout
+from cluster.logs import text_prefix
+from cluster.member import MEMBER_ENV
 from cluster.merge import WindowMerger
 from cluster.outputs import RunOutputs, number, save_npy
 from cluster.shm import Segment
@@ -100,7 +105,7 @@ class Coordinator:
                       output_dir=settings.output_dir,
                       event_time=settings.routing.time_field is not None,
                       max_record_bytes=settings.max_record_bytes,
-                      key_groups=settings.key_groups)
+                      key_groups=settings.key_groups, partition=settings.partition)
         self.app, self.pipeline = load_pipeline(settings, run)
         source = self.pipeline.Source
         if source is not None and source.supports_columns:
@@ -247,6 +252,10 @@ class Coordinator:
         log.info("restored checkpoint %d (%s workers -> %d): source position %s, watermark %s",
                  cp.id, m["workers"], self.workers, json.dumps(self.position),
                  _fmt_time(self.intake.watermark))
+        if self.settings.partition is not None:
+            log.info("partition %s resumes from checkpoint %d written by %s%s",
+                     self.settings.partition, cp.id, m.get("owner", "-"),
+                     " (finished)" if m.get("finished") else "")
 
     def _checkpoint_due(self) -> bool:
         if self.cp_dir is None:
@@ -280,23 +289,8 @@ class Coordinator:
         # Not stoppable: a stop waits for the checkpoint in progress (and takes its own).
         await self._wait(lambda: len(self.cp_files) == self.workers, stoppable=False)
         self.cp_waiting = None
-        manifest = {
-            "format": checkpoint.FORMAT,
-            "id": cp_id,
-            "created": time.time(),
-            "pipeline": self.pipeline.Id,
-            "workers": self.workers,
-            "key_groups": self.settings.key_groups,
-            "position": self.position,
-            "intake": self.intake.state(),
-            "counters": {"records_read": self.records_read, "dead": self.dead,
-                         "late": self.late, "sessions_ended": self.sessions_ended,
-                         "window_rows": self.window_rows,
-                         "events_processed": self.restored_events + sum(self.processed)},
-            "outputs": self.outputs.lengths(),
-            "files": {name: meta for files in self.cp_files.values()
-                      for name, meta in files.items()},
-        }
+        manifest = self._manifest(cp_id, {name: meta for files in self.cp_files.values()
+                                          for name, meta in files.items()})
         checkpoint.write_manifest(folder, manifest)
         self._save_persistent()
         checkpoint.prune(self.cp_dir, self.settings.checkpoints_kept, cp_id)
@@ -313,6 +307,43 @@ class Coordinator:
         log.info("checkpoint %d: %.1f MB in %.3f s", cp_id, size / 1e6, took)
         self._cp_clock = time.monotonic()
         self._cp_records = self.records_read
+
+    def _manifest(self, cp_id: int, files: dict[str, Any],
+                  finished: bool = False) -> dict[str, Any]:
+        return {
+            "format": checkpoint.FORMAT,
+            "id": cp_id,
+            "created": time.time(),
+            "pipeline": self.pipeline.Id,
+            "workers": self.workers,
+            "key_groups": self.settings.key_groups,
+            "position": self.position,
+            "intake": self.intake.state(),
+            "counters": {"records_read": self.records_read, "dead": self.dead,
+                         "late": self.late, "sessions_ended": self.sessions_ended,
+                         "window_rows": self.window_rows,
+                         "events_processed": self.restored_events + sum(self.processed)},
+            "outputs": self.outputs.lengths(),
+            "files": files,
+            "partition": self.settings.partition,
+            "owner": os.environ.get(MEMBER_ENV) or socket.gethostname(),
+            "finished": finished,
+        }
+
+    def _finished_checkpoint(self, folder: Path) -> None:
+        """A partition task reached the end: results complete, position at the end.
+
+        The partition may move to another host later; restoring this checkpoint keeps
+        the results and goes on from the end (every window was closed at the end).
+        """
+        assert self.cp_dir is not None
+        cp_id = self.cp_next_id
+        self.cp_next_id += 1
+        files = {name: meta for files in self.cp_files.values() for name, meta in files.items()}
+        checkpoint.write_manifest(folder, self._manifest(cp_id, files, finished=True))
+        checkpoint.prune(self.cp_dir, self.settings.checkpoints_kept, cp_id)
+        log.info("partition %s finished at %s (checkpoint %d)", self.settings.partition,
+                 json.dumps(self.position), cp_id)
 
     async def _start_http(self) -> asyncio.Server | None:
         """Serve /metrics, /api/snapshot and the live page when ``[cluster] http`` is set."""
@@ -356,8 +387,9 @@ class Coordinator:
                     self.acked[worker] = watermark
                     await self._publish(self._merge(min(self.acked)))
             elif kind == wire.DONE:
-                _, worker, _seq, report = msg
+                _, worker, _seq, report, files = msg
                 self._apply(worker, report)
+                self.cp_files[worker] = files
                 self.done[worker] = True
                 self._progress.set()
             elif kind == wire.CHECKPOINTED:
@@ -620,14 +652,22 @@ class Coordinator:
         else:
             last = time.time()
         self.seq += 1
+        # A partition task checkpoints its final state (sink file lengths, and nothing
+        # open) in case its partition moves to another host and more input comes.
+        folder = None
+        if self.cp_dir is not None and self.settings.partition is not None:
+            folder = checkpoint.create_folder(self.cp_dir, self.cp_next_id)
+        self.cp_files = {}
         for w in range(self.workers):
-            await transport.send(w, [wire.END, self.seq, last])
+            await transport.send(w, [wire.END, self.seq, last, str(folder) if folder else None])
         await self._wait(lambda: all(self.done))
         await self._publish(self._merge(math.inf))
         for mid in self.app.Matrices:
             save_npy(self.settings.output_dir / f"{mid}.npy", self._summed(mid))
         self._save_persistent()
-        if self.cp_dir is not None:
+        if folder is not None:
+            self._finished_checkpoint(folder)
+        elif self.cp_dir is not None:
             # A finished run starts afresh next time; only a stopped or crashed one resumes.
             for old in checkpoint.scan(self.cp_dir):
                 shutil.rmtree(old.path, ignore_errors=True)
@@ -780,7 +820,8 @@ class Coordinator:
         state = "finished" if rc == EXIT_OK else ("stopped" if rc == EXIT_STOPPED else "FAILED")
         out = self.settings.output_dir
         lines = [
-            f"bspump-cluster: {state} in {s['elapsed_s']:.2f} s, {self.workers} workers",
+            f"{text_prefix('coordinator')}{state} in {s['elapsed_s']:.2f} s, "
+            f"{self.workers} workers",
             f"  events read   {s['records_read']:>12,}  ({s['events_per_s'] or 0:,.0f}/s)",
             f"  dead letters  {self.dead:>12,}" + (f"  -> {out / 'dead-letters.jsonl'}"
                                                   if self.dead else ""),

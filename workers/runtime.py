@@ -77,10 +77,15 @@ class ShardRuntime:
             self.pipeline.advance(watermark)
             return [wire.ACK, self.worker, seq, watermark, self._report()]
         if kind == wire.END:
-            seq, last_time = msg[1], msg[2]
+            seq, last_time, folder = msg[1], msg[2], msg[3]
             self.pipeline.finish(last_time)
             self.finished = True
-            return [wire.DONE, self.worker, seq, self._report()]
+            files = None
+            if folder is not None:  # a partition task's final state
+                writer = ShardWriter(Path(folder), self.worker)
+                self.pipeline.checkpoint(writer)
+                files = writer.close()
+            return [wire.DONE, self.worker, seq, self._report(), files]
         if kind == wire.BARRIER:
             cp_id, folder = msg[1], msg[2]
             writer = ShardWriter(Path(folder), self.worker)
@@ -199,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-id", required=True)
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--output-dir", required=True)
+    ap.add_argument("--partition")
     ap.add_argument("--parent", type=int, required=True)
     ap.add_argument("--ring-span", type=float, required=True)
     args = ap.parse_args(argv)
@@ -206,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("worker", worker=args.worker)  # text, or JSON (--log-format json on run)
     cfg = Config.load(args.config)
     settings = load_cluster_settings(cfg, Path(args.config), workers=args.workers,
-                                     output_dir=args.output_dir)
+                                     output_dir=args.output_dir,
+                                         partition=args.partition)
     run = RunInfo(role=ROLE_SHARD, run_id=args.run_id, worker=args.worker, workers=args.workers,
                   output_dir=settings.output_dir,
                   event_time=settings.routing.time_field is not None,

@@ -1,0 +1,317 @@
+"""A host in a Kafka consumer group when ``[cluster] tasks = partition``.
+
+A Kafka partition is the unit of state. Every partition assigned to this host runs
+as its own *partition task*: ``bspump-cluster run CONFIG --partition TOPIC:N``, a
+coordinator and its workers reading only that partition, with its own event time,
+its results in ``<output_dir>/<topic>-<N>/`` and its checkpoints in
+``<checkpoint_dir>/<topic>-<N>/``. When both folders are on storage every host
+mounts, a partition's state and results move with the partition.
+
+The member itself joins the group and reads no records (its partitions stay paused).
+It:
+
+- starts a task for every partition it is assigned. The task resumes from the newest
+  complete checkpoint of its partition, whichever host wrote it, cuts the
+  partition's result files back to that checkpoint and reads on from its offset;
+- on a rebalance, stops every task before the group goes on (each writes a final
+  checkpoint), so the next owner of a partition starts from its newest state. A host
+  that dies writes nothing more: its partitions resume from their last checkpoint,
+  and the result lines written after it are cut off and written again;
+- commits, for each partition it owns, the offset of the partition's newest complete
+  checkpoint (tasks never commit: only group members may);
+- with the source's ``stop_at_end``, ends once every partition of its topics is
+  committed at its end offset and its own tasks are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bspump.application import ROLE_COORDINATOR, RunInfo
+from bspump.kafka import Backoff, KafkaSource, client_options
+from bspump.loader import load_pipeline
+from cluster import checkpoint
+from cluster.config import ClusterSettings, load_cluster_settings, partition_folder
+from cluster.errors import CheckpointError, ConfigError
+from cluster.logs import TASK_ENV
+from cluster.supervisor import EXIT_FAILED, EXIT_OK, child_setup, describe_exit
+
+log = logging.getLogger("bspump-cluster.member")
+
+MEMBER_ENV = "BSPUMP_CLUSTER_MEMBER"  # who wrote a checkpoint (in its manifest)
+TASK_STOP_TIMEOUT = 10.0  # a task's final checkpoint (3 s) and its supervisor's grace (4 s)
+COMMIT_EVERY = 1.0
+
+
+@dataclass
+class Task:
+    """One partition task: its process and folders."""
+
+    partition: str
+    proc: subprocess.Popen[bytes]
+    output_dir: Path
+    checkpoint_dir: Path
+    committed: int | None = None
+    stopping: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+def _newest_manifest(directory: Path) -> dict[str, Any] | None:
+    """The manifest of the newest complete checkpoint (files not read: the task checked them)."""
+    try:
+        for cp in reversed(checkpoint.scan(directory)):
+            checkpoint.verify(cp, checksums=False)
+            if cp.complete and cp.manifest is not None:
+                return cp.manifest
+    except (OSError, CheckpointError, ValueError):
+        pass  # being written or pruned right now: next time
+    return None
+
+
+class Member:
+    """Holds this host's place in the consumer group and runs its partition tasks."""
+
+    def __init__(self, settings: ClusterSettings, in_process: bool = False) -> None:
+        self.settings = settings
+        self.in_process = in_process
+        run = RunInfo(role=ROLE_COORDINATOR, run_id=f"{os.getpid()}.member",
+                      output_dir=settings.output_dir)
+        _, pipeline = load_pipeline(settings, run)
+        source = pipeline.Source
+        if not isinstance(source, KafkaSource):
+            raise settings.config.error(
+                "cluster", "tasks", f"tasks = partition needs a KafkaSource; pipeline "
+                f"{pipeline.Id} reads from {type(source).__name__}")
+        self.source = source
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.tasks: dict[str, Task] = {}
+        self.consumer: Any = None
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._failed: str | None = None
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    def _task_dirs(self, partition: str) -> tuple[Path, Path]:
+        out = self.settings.output_dir / partition_folder(partition)
+        task = load_cluster_settings(self.settings.config, self.settings.config_path,
+                                     workers=self.settings.workers, output_dir=str(out),
+                                     partition=partition)
+        assert task.checkpoint_dir is not None
+        return out, task.checkpoint_dir
+
+    def _start_task(self, partition: str) -> None:
+        out, cp_dir = self._task_dirs(partition)
+        argv = [sys.executable, "-m", "cluster", "run", str(self.settings.config_path),
+                "--partition", partition, "--output-dir", str(out),
+                "--workers", str(self.settings.workers)]
+        if self.in_process:
+            argv.append("--in-process")
+        env = {**os.environ, MEMBER_ENV: self.name, TASK_ENV: partition}
+        # Own session: a Ctrl-C on the terminal reaches the member, which stops each task
+        # once; the task still dies with the member (PDEATHSIG).
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                preexec_fn=child_setup, start_new_session=True)
+        self.tasks[partition] = Task(partition, proc, out, cp_dir)
+
+    async def start_tasks(self, partitions: list[str]) -> None:
+        """A task for each newly assigned partition."""
+        async with self._lock:
+            for p in partitions:
+                if p not in self.tasks:
+                    self._start_task(p)
+        if partitions:
+            log.info("member %s: partitions %s; tasks started (pids %s)", self.name,
+                     ", ".join(partitions),
+                     ", ".join(str(self.tasks[p].proc.pid) for p in partitions))
+
+    async def stop_tasks(self, why: str) -> None:
+        """Stop every task (each writes a final checkpoint) and wait until they are gone."""
+        async with self._lock:
+            running = [t for t in self.tasks.values() if t.proc.poll() is None]
+            if running:
+                log.info("%s: stopping the tasks of %s", why,
+                         ", ".join(t.partition for t in running))
+            for t in running:
+                t.stopping = True
+                t.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + TASK_STOP_TIMEOUT
+            while any(t.proc.poll() is None for t in running):
+                if time.monotonic() > deadline:
+                    for t in running:
+                        if t.proc.poll() is None:
+                            log.error("task of %s still running %.0f s after stop: killing it",
+                                      t.partition, TASK_STOP_TIMEOUT)
+                            t.proc.kill()
+                    break
+                await asyncio.sleep(0.05)
+            for t in running:
+                t.proc.wait()
+            await self.commit()
+            self.tasks.clear()
+
+    def _reap(self) -> None:
+        """Note tasks that ended by themselves: finished (0) or failed."""
+        for t in self.tasks.values():
+            rc = t.proc.poll()
+            if rc is None or t.stopping or rc == EXIT_OK:
+                continue
+            self._failed = (f"task of partition {t.partition} (pid {t.proc.pid}) ended: "
+                            f"{describe_exit(rc)}")
+            self._stop.set()
+
+    def running(self) -> bool:
+        """Whether any task is still running."""
+        return any(t.proc.poll() is None for t in self.tasks.values())
+
+    # -- offsets ---------------------------------------------------------------------------
+
+    async def commit(self) -> None:
+        """Commit each owned partition's offset from its newest complete checkpoint."""
+        from aiokafka import TopicPartition
+        from aiokafka.errors import KafkaError
+        from aiokafka.structs import OffsetAndMetadata
+
+        consumer = self.consumer
+        if consumer is None:
+            return
+        offsets = {}
+        for t in self.tasks.values():
+            manifest = _newest_manifest(t.checkpoint_dir)
+            if manifest is None:
+                continue
+            position = (manifest.get("position") or {}).get(t.partition)
+            if position is None or position == t.committed:
+                continue
+            topic, _, number = t.partition.rpartition(":")
+            offsets[t.partition] = (TopicPartition(topic, int(number)), int(position))
+        if not offsets:
+            return
+        try:
+            await consumer.commit({tp: OffsetAndMetadata(pos, "")
+                                   for tp, pos in offsets.values()})
+        except KafkaError as e:
+            log.warning("offsets not committed this time (%s)", e)
+            return
+        for partition, (_, pos) in offsets.items():
+            if partition in self.tasks:
+                self.tasks[partition].committed = pos
+
+    async def all_at_end(self) -> bool:
+        """Whether every partition of the source's topics is committed at its end offset."""
+        from aiokafka import TopicPartition
+
+        consumer = self.consumer
+        tps = []
+        for topic in self.source.topics:
+            parts = consumer.partitions_for_topic(topic)
+            if not parts:
+                return False
+            tps += [TopicPartition(topic, p) for p in parts]
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            if ends[tp] > 0 and (committed is None or committed < ends[tp]):
+                return False
+        return True
+
+    # -- the group ---------------------------------------------------------------------------
+
+    async def _join(self) -> Any:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.abc import ConsumerRebalanceListener
+        from aiokafka.errors import KafkaError
+
+        member = self
+
+        class _Listener(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                await member.stop_tasks("rebalance")
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                if assigned:
+                    member.consumer.pause(*assigned)
+                await member.start_tasks(sorted(f"{tp.topic}:{tp.partition}"
+                                                for tp in assigned))
+
+        settings = self.source.connection_config
+        backoff = Backoff()
+        while True:
+            consumer = AIOKafkaConsumer(**client_options(settings),
+                                        **self.source.group_options())
+            consumer.subscribe(self.source.topics, listener=_Listener())
+            self.consumer = consumer
+            try:
+                await consumer.start()
+                return consumer
+            except KafkaError as e:
+                await consumer.stop()
+                log.warning("cannot reach Kafka at %s (%s); retrying in %.1f s",
+                            settings["bootstrap_servers"], e, backoff.delay)
+                await backoff.wait()
+
+    async def run(self) -> int:
+        """Be a group member until the end (stop_at_end), a signal, or a failed task."""
+        from aiokafka.errors import KafkaError
+
+        loop = asyncio.get_running_loop()
+        signalled: list[int] = []
+
+        def on_signal(signum: int) -> None:
+            signalled.append(signum)
+            self._stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        log.info("member %s: joining group %s for %s (one task per partition)", self.name,
+                 self.source.Config["group_id"], ", ".join(self.source.topics))
+        consumer = await self._join()
+        stop_at_end = bool(self.source.Config["stop_at_end"])
+        committed_at = time.monotonic()
+        rc = EXIT_OK
+        try:
+            while not self._stop.is_set():
+                try:
+                    await consumer.getmany(timeout_ms=500)  # paused: keeps us in the group
+                except KafkaError as e:
+                    log.warning("Kafka: %s", e)
+                    await asyncio.sleep(1.0)
+                self._reap()
+                if time.monotonic() - committed_at >= COMMIT_EVERY:
+                    await self.commit()
+                    committed_at = time.monotonic()
+                if stop_at_end and not self.running():
+                    await self.commit()
+                    with contextlib.suppress(KafkaError):
+                        if await self.all_at_end():
+                            log.info("every partition of %s is at its end",
+                                     ", ".join(self.source.topics))
+                            break
+            if self._failed is not None:
+                log.error("%s; stopping this member", self._failed)
+                rc = EXIT_FAILED
+            elif signalled:
+                rc = 128 + signalled[0]
+        finally:
+            await self.stop_tasks("stopping")
+            await consumer.stop()  # leave the group: the others rebalance at once
+        return rc
+
+
+def run(settings: ClusterSettings, in_process: bool = False) -> int:
+    """``bspump-cluster run`` with ``tasks = partition``: this host's group member."""
+    if settings.checkpoint_dir is None:
+        raise ConfigError("tasks = partition needs checkpoint_dir")
+    member = Member(settings, in_process=in_process)
+    return asyncio.run(member.run())

@@ -1,0 +1,222 @@
+"""Two hosts in one consumer group (``[cluster] tasks = partition``) on a real broker.
+
+Two ``bspump-cluster run`` processes stand for two hosts sharing one checkpoint and
+result location. Host A starts alone and takes all four partitions; host B joins
+and takes two of them from A's final checkpoints (a live rebalance); then A is
+killed with SIGKILL and B takes A's partitions over from their last checkpoints (a
+crash). Every partition's results must equal the independent reference run over
+that partition's events alone (each partition has its own event time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from tests.conftest import CONFIGS, ROOT, descendants, make_lines
+from tests.kafka.broker import KafkaBroker
+from tests.reference import compute
+
+pytestmark = pytest.mark.kafka
+
+PARTITIONS = 4
+LATENESS = 30.0
+HERE = Path(__file__).resolve().parent
+PIPE = "ScaleOutPipeline"
+
+CONFIG = """
+[cluster]
+pipeline = scaleout_pipelines:ScaleOutPipeline
+python_path = {configs}:{here}
+workers = 1
+key_groups = 16
+tasks = partition
+output_dir = {out}
+checkpoint_interval = 0.3
+
+[pipeline:ScaleOutPipeline]
+shard_key = user_id
+time_field = timestamp
+allowed_lateness = {lateness}
+
+[connection:KafkaConnection]
+bootstrap_servers = {bootstrap}
+request_timeout_ms = 5000
+
+[pipeline:ScaleOutPipeline:KafkaSource]
+topic = {topic}
+group_id = {group}
+stop_at_end = yes
+session_timeout_ms = 6000
+heartbeat_interval_ms = 1000
+
+[pipeline:ScaleOutPipeline:Brake]
+seconds_per_event = 0.002
+
+[pipeline:ScaleOutPipeline:HourlyCountAnalyzer]
+count_field = type
+max_keys = 100
+"""
+
+
+def _spread_users(lines: list[str], users: int, seed: int) -> list[str]:
+    """The generator's users are very skewed; spread them evenly so partitions get equal work."""
+    rng = random.Random(seed)
+    out = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if isinstance(event, dict) and event.get("user_id") is not None:
+            event["user_id"] = f"u{rng.randrange(users)}"
+            line = json.dumps(event)
+        out.append(line)
+    return out
+
+
+def _partition_of(i: int, line: str) -> int:
+    """By user_id, as a producer keyed by the shard key does; records without one anywhere."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        event = None
+    if isinstance(event, dict) and event.get("user_id") is not None:
+        return zlib.crc32(str(event["user_id"]).encode()) % PARTITIONS
+    return i % PARTITIONS
+
+
+async def _produce(bootstrap: str, topic: str, by_partition: list[list[str]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, line.encode(), partition=p)
+                   for p, lines in enumerate(by_partition) for line in lines]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def _manifests(folder: Path) -> list[dict]:
+    """Complete checkpoints of one partition, oldest first."""
+    found = []
+    for path in sorted(folder.glob("cp-*/MANIFEST.json")):
+        try:
+            found.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue  # pruned or being written right now
+    return found
+
+
+def _wait(what: str, until, procs: list[subprocess.Popen], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not until():
+        for p in procs:
+            assert p.poll() is None, f"host {p.pid} ended early waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def test_two_hosts_split_partitions_and_take_over_a_dead_ones_state(
+        kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    lines = _spread_users(make_lines(16_000, seed=11), users=400, seed=11)
+    by_partition: list[list[str]] = [[] for _ in range(PARTITIONS)]
+    for i, line in enumerate(lines):
+        by_partition[_partition_of(i, line)].append(line)
+    references = [compute(part, lateness=LATENESS, resolution=60, session_timeout=1800)
+                  for part in by_partition]
+
+    topic = f"scale-{uuid.uuid4().hex[:8]}"
+    kafka_broker.create_topic(topic, partitions=PARTITIONS)
+    asyncio.run(_produce(kafka_broker.bootstrap, topic, by_partition))
+    out = tmp_path / "shared"
+    cfg = tmp_path / "scaleout.ini"
+    cfg.write_text(CONFIG.format(configs=CONFIGS, here=HERE, out=out, lateness=LATENESS,
+                                 bootstrap=kafka_broker.bootstrap, topic=topic,
+                                 group=f"g-{topic}"))
+    folders = {p: out / f"{topic}-{p}" for p in range(PARTITIONS)}
+    logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("a", "b")}
+
+    def host(name: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "cluster", "run", str(cfg)], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=logs[name],
+                                start_new_session=True)
+
+    def owners(p: int) -> list[str]:
+        return [m["owner"] for m in _manifests(folders[p] / "checkpoints")]
+
+    a = host("a")
+    a_name = f"{socket.gethostname()}:{a.pid}"
+    b: subprocess.Popen | None = None
+    try:
+        _wait("host A to checkpoint every partition",
+              lambda: all(a_name in owners(p) for p in range(PARTITIONS)), [a])
+        b = host("b")
+        b_name = f"{socket.gethostname()}:{b.pid}"
+        _wait("host B to checkpoint the partitions it took over",
+              lambda: sum(bool(owners(p)) and owners(p)[-1] == b_name
+                          for p in range(PARTITIONS)) >= 2, [a, b])
+        time.sleep(1.0)  # A checkpoints its remaining partitions a few more times
+        a_kids = descendants(a.pid)
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait(10)
+        newest = {p: _manifests(folders[p] / "checkpoints")[-1] for p in range(PARTITIONS)}
+        a_left = [p for p, m in newest.items() if m["owner"] == a_name]
+        assert a_left, "host A owned no partition when it was killed"
+        assert any(not newest[p]["finished"] for p in a_left), \
+            "host A had finished its partitions before it was killed: nothing taken mid-stream"
+        assert b.wait(180) == 0
+    finally:
+        for proc in (a, b):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        for f in logs.values():
+            f.close()
+    b_log = (tmp_path / "b.log").read_text()
+    a_log = (tmp_path / "a.log").read_text()
+
+    # B resumed A's partitions from checkpoints A wrote: after the rebalance, after the kill.
+    taken = [p for p in range(PARTITIONS)
+             if f"partition {topic}:{p} resumes from checkpoint" in b_log]
+    assert len(taken) == PARTITIONS, b_log[-3000:]
+    assert b_log.count(f"written by {a_name}") >= 2 + len(a_left), b_log[-3000:]
+    assert "stopping the tasks of" in a_log, a_log[-3000:]  # the live rebalance
+
+    for p, ref in enumerate(references):
+        folder = folders[p]
+        rows = _rows(folder / f"{PIPE}.HourlyCountAnalyzer.windows.jsonl")
+        got = [(r["window_start"], r["window_end"], r["key"], r["count"]) for r in rows]
+        assert len(got) == len(set(got)), f"partition {p}: a window row written twice"
+        assert set(got) == ref.windows, f"partition {p}"
+        sessions = _rows(folder / f"{PIPE}.UserSessionAnalyzer.sessions.jsonl")
+        assert sorted((s["key"], s["start"], s["end"], s["events"]) for s in sessions) == \
+            sorted(ref.sessions), f"partition {p}"
+        assert len(_rows(folder / "dead-letters.jsonl")) == ref.dead_input, f"partition {p}"
+        assert len(_rows(folder / "late-events.jsonl")) == ref.late, f"partition {p}"
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["events_processed"] == len(ref.accepted), f"partition {p}"
+        final = _manifests(folder / "checkpoints")[-1]
+        assert final["finished"] and final["owner"] == b_name
+    assert sum(r.late for r in references) > 0  # lateness was judged per partition
+    for pid in a_kids:  # nothing of the killed host is left running
+        assert not Path(f"/proc/{pid}").exists() or \
+            "zombie" in Path(f"/proc/{pid}/status").read_text()
