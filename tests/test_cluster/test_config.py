@@ -12,7 +12,9 @@ from cluster.config import (
     Config,
     ShardKeySpec,
     load_cluster_settings,
+    parse_partition,
     parse_shard_key,
+    partition_folder,
 )
 from cluster.errors import ConfigError
 
@@ -242,3 +244,40 @@ def test_pipeline_id_picks_the_pipeline_section(tmp_path: Path) -> None:
     s = settings_of(tmp_path, text)
     assert s.pipeline_id == "Other"
     assert s.routing.pipeline_id == "Other"
+
+
+# -- partition tasks -----------------------------------------------------------------------
+
+
+def test_tasks_default_to_one_and_accept_partition(tmp_path: Path) -> None:
+    assert settings_of(tmp_path, BASE).tasks == "one"
+    s = settings_of(tmp_path, BASE.replace("key_groups = 16", "key_groups = 16\ntasks = partition"))
+    assert s.tasks == "partition" and s.partition is None
+
+
+def test_tasks_errors_name_the_key(tmp_path: Path) -> None:
+    msg = error_of(tmp_path, BASE.replace("key_groups = 16", "key_groups = 16\ntasks = many"))
+    assert "[cluster] tasks" in msg and "'many'" in msg
+    msg = error_of(tmp_path, BASE.replace(
+        "key_groups = 16", "key_groups = 16\ntasks = partition\ncheckpoint_dir = none"))
+    assert "[cluster] checkpoint_dir" in msg and "needs checkpoints" in msg
+
+
+def test_a_partition_task_gets_its_own_folders_and_no_page(tmp_path: Path) -> None:
+    text = BASE.replace("key_groups = 16", "key_groups = 16\nhttp = 127.0.0.1:0")
+    task_out = tmp_path / "out" / "events-3"
+    s = settings_of(tmp_path, text, output_dir=str(task_out), partition="events:3")
+    assert s.partition == "events:3" and s.output_dir == task_out
+    assert s.checkpoint_dir == task_out / "checkpoints" and s.http is None
+    shared = tmp_path / "shared-cp"
+    s = settings_of(tmp_path, text.replace("http =", f"checkpoint_dir = {shared}\nhttp ="),
+                    output_dir=str(task_out), partition="my.topic-a:12")
+    assert s.checkpoint_dir == shared / "my.topic-a-12"
+    assert partition_folder("my.topic-a:12") == "my.topic-a-12"
+
+
+@pytest.mark.parametrize("bad", ["events", "events:", ":3", "events:x", "events:-1"])
+def test_a_bad_partition_is_refused(tmp_path: Path, bad: str) -> None:
+    assert "expected topic:number" in error_of(tmp_path, BASE, partition=bad)
+    with pytest.raises(ConfigError):
+        parse_partition(bad)

@@ -89,3 +89,17 @@ def test_an_exception_is_one_json_line(restore_root: None) -> None:
     assert out.count("\n") == 1
     line = json.loads(out)
     assert "ValueError: boom" in line["exception"] and line["level"] == "error"
+
+
+def test_a_partition_task_tags_its_lines_with_the_partition(
+        restore_root: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(logs.TASK_ENV, "events:3")
+    buf = capture("worker", "text", worker=0)
+    logging.getLogger("bspump-cluster.worker").info("hello")
+    assert buf.getvalue() == "worker 0 [events:3]: hello\n"
+    buf = capture("coordinator", "json")
+    logging.getLogger("bspump-cluster.coordinator").info(
+        "partition %s resumes from checkpoint %d written by %s%s", "events:3", 7, "h1:42", "")
+    line = json.loads(buf.getvalue())
+    assert line["partition"] == "events:3" and line["event"] == "partition_resume"
+    assert line["checkpoint_id"] == 7 and line["written_by"] == "h1:42"
