@@ -153,6 +153,8 @@ def format_status(snap: dict[str, Any], url: str = "") -> list[str]:
 def cmd_status(args: argparse.Namespace) -> int:
     """Ask the running cluster of a config for its figures and print them."""
     settings = _settings(args)
+    if settings.tasks == "partition":
+        return _partitions_status(settings, args.json)
     if settings.http is None:
         print(f"bspump-cluster: the status needs the coordinator's HTTP server, which is off "
               f"in {settings.config_path}: set [cluster] http = 127.0.0.1:PORT",
@@ -175,6 +177,47 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in snap.items() if k != "matrices"}, indent=1))
     else:
         print("\n".join(format_status(snap, url)))
+    return 0
+
+
+def format_partitions(rows: list[dict[str, Any]]) -> list[str]:
+    """The table ``status`` prints with ``tasks = partition``: one line per partition."""
+    head = ("partition", "owner", "state", "offset", "records", "records/s", "dead", "late",
+            "watermark", "checkpoint")
+    table = [head]
+    for r in rows:
+        if r["checkpoint_id"] is None:
+            table.append((r["partition"], "-", "no checkpoint", *("-",) * 7))
+            continue
+        table.append((r["partition"], str(r["owner"] or "-"),
+                      "finished" if r["finished"] else "running", _n(r["offset"]),
+                      _n(r["records_read"]), _n(r["records_per_s"]), _n(r["dead_letters"]),
+                      _n(r["late_events"]), _iso(r["watermark"]),
+                      f"{r['checkpoint_id']} ({human_seconds(r['checkpoint_age_s'])} ago)"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    return ["  ".join(c.ljust(widths[i]) if i < 3 else c.rjust(widths[i])
+                      for i, c in enumerate(row)).rstrip() for row in table]
+
+
+def _partitions_status(settings: ClusterSettings, as_json: bool) -> int:
+    """``status`` with ``tasks = partition``: every partition, read from the shared location."""
+    from cluster.member import partition_checkpoint_dirs, partition_status
+
+    dirs = partition_checkpoint_dirs(settings)
+    if not dirs:
+        where = settings.checkpoint_dir if settings.config.get("cluster", "checkpoint_dir") \
+            else settings.output_dir
+        print(f"bspump-cluster: no partition has a checkpoint in {where} yet", file=sys.stderr)
+        return supervisor.EXIT_FAILED
+    def order(partition: str) -> tuple[str, int]:
+        topic, _, number = partition.rpartition(":")
+        return topic, int(number)
+
+    rows = [partition_status(p, dirs[p]) for p in sorted(dirs, key=order)]
+    if as_json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print("\n".join(format_partitions(rows)))
     return 0
 
 

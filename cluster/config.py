@@ -399,6 +399,7 @@ def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = 
         if raw_cp and checkpoint_dir is not None:
             checkpoint_dir = checkpoint_dir / partition_folder(partition)
         http = None  # several tasks share a host: no page per task
+        progress = "no"  # nor a progress line each: the host's member reports for them
     return ClusterSettings(
         http=http,
         tasks=tasks,

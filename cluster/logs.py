@@ -70,6 +70,10 @@ EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("tasks_started", ("member", "partitions", "pids")),
     "%s: stopping the tasks of %s": ("tasks_stopping", ("reason", "partitions")),
     "%s; stopping this member": ("task_failed", ("problem",)),
+    "partitions %s: %s records read (%s/s), %s behind the end, %s dead letters, %s late; "
+    "checkpoints %s s old": ("partitions_report", ("partitions", "records_read",
+                                                   "records_per_s", "lag", "dead_letters",
+                                                   "late_events", "checkpoint_age_s")),
     # cluster/cli.py
     "run ended: %s (exit code %d)": ("stop", ("outcome", "exit_code")),
 }

@@ -28,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -52,6 +54,7 @@ log = logging.getLogger("bspump-cluster.member")
 MEMBER_ENV = "BSPUMP_CLUSTER_MEMBER"  # who wrote a checkpoint (in its manifest)
 TASK_STOP_TIMEOUT = 10.0  # a task's final checkpoint (3 s) and its supervisor's grace (4 s)
 COMMIT_EVERY = 1.0
+REPORT_EVERY = 30.0  # a log line with this host's partitions' figures
 
 
 @dataclass
@@ -77,6 +80,68 @@ def _newest_manifest(directory: Path) -> dict[str, Any] | None:
     except (OSError, CheckpointError, ValueError):
         pass  # being written or pruned right now: next time
     return None
+
+
+_FOLDER = re.compile(r"^(?P<topic>.+)-(?P<number>\d+)$")
+
+
+def partition_checkpoint_dirs(settings: ClusterSettings) -> dict[str, Path]:
+    """``topic:N`` -> checkpoint folder of every partition that has one in the shared location."""
+    found: dict[str, Path] = {}
+    roots = [settings.output_dir]
+    explicit = settings.config.get("cluster", "checkpoint_dir")
+    if explicit and settings.checkpoint_dir is not None:
+        roots = [settings.checkpoint_dir]
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            m = _FOLDER.match(folder.name)
+            if m is None or not folder.is_dir():
+                continue
+            cp_dir = folder if root is not settings.output_dir else folder / "checkpoints"
+            if cp_dir.is_dir():
+                found[f"{m['topic']}:{m['number']}"] = cp_dir
+    return found
+
+
+def partition_status(partition: str, cp_dir: Path, now: float | None = None) -> dict[str, Any]:
+    """One partition's figures from its two newest complete checkpoints."""
+    now = time.time() if now is None else now
+    manifests = []
+    try:
+        for cp in reversed(checkpoint.scan(cp_dir)):
+            checkpoint.verify(cp, checksums=False)
+            if cp.complete and cp.manifest is not None:
+                manifests.append(cp.manifest)
+                if len(manifests) == 2:
+                    break
+    except OSError:
+        pass
+    row: dict[str, Any] = {"partition": partition, "checkpoint_id": None}
+    if not manifests:
+        return row
+    m = manifests[0]
+    c = m.get("counters", {})
+    watermark = (m.get("intake") or {}).get("watermark")
+    row.update({
+        "checkpoint_id": m.get("id"), "owner": m.get("owner"),
+        "finished": bool(m.get("finished")),
+        "offset": (m.get("position") or {}).get(partition),
+        "records_read": c.get("records_read"), "events_processed": c.get("events_processed"),
+        "dead_letters": c.get("dead"), "late_events": c.get("late"),
+        "watermark": watermark if isinstance(watermark, (int, float)) and
+        math.isfinite(watermark) else None,
+        "checkpoint_age_s": round(now - float(m.get("created", now)), 3),
+        "records_per_s": None,
+    })
+    if len(manifests) == 2:
+        old = manifests[1]
+        dt = float(m.get("created", 0)) - float(old.get("created", 0))
+        if dt > 0:
+            read = c.get("records_read", 0) - old.get("counters", {}).get("records_read", 0)
+            row["records_per_s"] = round(read / dt, 1)
+    return row
 
 
 class Member:
@@ -226,6 +291,32 @@ class Member:
                 return False
         return True
 
+    async def report(self) -> None:
+        """Log this host's partitions: records read and rate, lag, dead and late events."""
+        from aiokafka import TopicPartition
+
+        rows = [partition_status(t.partition, t.checkpoint_dir) for t in self.tasks.values()]
+        rows = [r for r in rows if r["checkpoint_id"] is not None]
+        if not rows:
+            return
+        behind = "-"
+        try:
+            tps = {r["partition"]: TopicPartition(r["partition"].rpartition(":")[0],
+                                                  int(r["partition"].rpartition(":")[2]))
+                   for r in rows}
+            ends = await self.consumer.end_offsets(list(tps.values()))
+            lag = sum(max(0, ends[tps[r["partition"]]] - (r["offset"] or 0)) for r in rows)
+            behind = f"{lag:,}"
+        except Exception:
+            pass  # figures only: the broker may be away right now
+        rate = sum(r["records_per_s"] or 0 for r in rows if not r["finished"])
+        log.info("partitions %s: %s records read (%s/s), %s behind the end, %s dead letters, "
+                 "%s late; checkpoints %s s old", ", ".join(r["partition"] for r in rows),
+                 f"{sum(r['records_read'] or 0 for r in rows):,}", f"{rate:,.0f}", behind,
+                 f"{sum(r['dead_letters'] or 0 for r in rows):,}",
+                 f"{sum(r['late_events'] or 0 for r in rows):,}",
+                 f"{max(r['checkpoint_age_s'] for r in rows):.0f}")
+
     # -- the group ---------------------------------------------------------------------------
 
     async def _join(self) -> Any:
@@ -278,7 +369,7 @@ class Member:
                  self.source.Config["group_id"], ", ".join(self.source.topics))
         consumer = await self._join()
         stop_at_end = bool(self.source.Config["stop_at_end"])
-        committed_at = time.monotonic()
+        committed_at = reported_at = time.monotonic()
         rc = EXIT_OK
         try:
             while not self._stop.is_set():
@@ -291,6 +382,10 @@ class Member:
                 if time.monotonic() - committed_at >= COMMIT_EVERY:
                     await self.commit()
                     committed_at = time.monotonic()
+                if self.settings.progress != "no" and \
+                        time.monotonic() - reported_at >= REPORT_EVERY:
+                    await self.report()
+                    reported_at = time.monotonic()
                 if stop_at_end and not self.running():
                     await self.commit()
                     with contextlib.suppress(KafkaError):

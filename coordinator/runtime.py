@@ -279,6 +279,7 @@ class Coordinator:
         """
         assert self.cp_dir is not None
         began = time.monotonic()
+        self._check_still_owner()
         cp_id = self.cp_next_id
         self.cp_next_id += 1
         folder = checkpoint.create_folder(self.cp_dir, cp_id)
@@ -291,6 +292,7 @@ class Coordinator:
         self.cp_waiting = None
         manifest = self._manifest(cp_id, {name: meta for files in self.cp_files.values()
                                           for name, meta in files.items()})
+        self._check_still_owner()
         checkpoint.write_manifest(folder, manifest)
         self._save_persistent()
         checkpoint.prune(self.cp_dir, self.settings.checkpoints_kept, cp_id)
@@ -329,6 +331,23 @@ class Coordinator:
             "owner": os.environ.get(MEMBER_ENV) or socket.gethostname(),
             "finished": finished,
         }
+
+    def _check_still_owner(self) -> None:
+        """A partition task stops when another host has written to its checkpoint folder.
+
+        Hosts stop their tasks before Kafka moves a partition, so this only trips when a
+        host lost the group without noticing (cut off from Kafka, frozen): its task must
+        not write over the new owner's checkpoints.
+        """
+        if self.settings.partition is None or self.cp_dir is None:
+            return
+        for cp in checkpoint.scan(self.cp_dir):
+            if cp.id >= self.cp_next_id:  # created by a writer that started after us
+                m = checkpoint.verify(cp, checksums=False).manifest or {}
+                raise ClusterError(
+                    f"partition {self.settings.partition} moved to another host: checkpoint "
+                    f"{cp.id} in {self.cp_dir} is not ours (written by {m.get('owner', '?')});"
+                    " stopping without writing")
 
     def _finished_checkpoint(self, folder: Path) -> None:
         """A partition task reached the end: results complete, position at the end.
@@ -656,6 +675,7 @@ class Coordinator:
         # open) in case its partition moves to another host and more input comes.
         folder = None
         if self.cp_dir is not None and self.settings.partition is not None:
+            self._check_still_owner()
             folder = checkpoint.create_folder(self.cp_dir, self.cp_next_id)
         self.cp_files = {}
         for w in range(self.workers):

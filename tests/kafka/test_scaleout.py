@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from tests.conftest import CONFIGS, ROOT, descendants, make_lines
+from tests.conftest import CONFIGS, ROOT, cli, descendants, make_lines
 from tests.kafka.broker import KafkaBroker
 from tests.reference import compute
 
@@ -217,6 +217,17 @@ def test_two_hosts_split_partitions_and_take_over_a_dead_ones_state(
         final = _manifests(folder / "checkpoints")[-1]
         assert final["finished"] and final["owner"] == b_name
     assert sum(r.late for r in references) > 0  # lateness was judged per partition
+
+    # The group's status, read from the shared location by any host.
+    status = cli("status", str(cfg), "--json")
+    assert status.returncode == 0, status.stderr
+    rows = json.loads(status.stdout)
+    assert [r["partition"] for r in rows] == [f"{topic}:{p}" for p in range(PARTITIONS)]
+    assert all(r["finished"] and r["owner"] == b_name for r in rows)
+    assert [r["records_read"] for r in rows] == [len(part) for part in by_partition]
+    assert [r["offset"] for r in rows] == [len(part) for part in by_partition]
+    table = cli("status", str(cfg)).stdout
+    assert f"{topic}:3" in table and "finished" in table
     for pid in a_kids:  # nothing of the killed host is left running
         assert not Path(f"/proc/{pid}").exists() or \
             "zombie" in Path(f"/proc/{pid}/status").read_text()

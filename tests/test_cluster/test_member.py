@@ -1,9 +1,13 @@
-"""``tasks = partition`` refuses what it cannot run, before joining any group."""
+"""``tasks = partition``: what it refuses before joining a group, and the group's status."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from cluster import checkpoint
+from cluster.cli import format_partitions
+from cluster.member import partition_status
 from tests.conftest import CONFIGS, SEED_CONFIG, cli
 
 
@@ -28,3 +32,46 @@ def test_fresh_is_refused_when_hosts_share_the_checkpoints(tmp_path: Path) -> No
     p = cli("run", str(_config(tmp_path)), "--fresh", "-o", str(tmp_path / "out"), timeout=60)
     assert p.returncode == 2, p.stderr
     assert "--fresh with tasks = partition" in p.stderr and "remove it by hand" in p.stderr
+
+
+def _manifest(cp_dir: Path, cp_id: int, created: float, read: int, finished: bool = False,
+              partition: str = "ev:0") -> None:
+    folder = checkpoint.create_folder(cp_dir, cp_id)
+    checkpoint.write_manifest(folder, {
+        "format": checkpoint.FORMAT, "id": cp_id, "created": created, "owner": "h:1",
+        "finished": finished, "position": {partition: read},
+        "intake": {"watermark": 1_700_000_000.0},
+        "counters": {"records_read": read, "dead": 2, "late": 1, "events_processed": read - 3},
+        "files": {}})
+
+
+def test_partition_status_reads_the_two_newest_checkpoints(tmp_path: Path) -> None:
+    cp_dir = tmp_path / "cp"
+    _manifest(cp_dir, 1, 1000.0, 100)
+    _manifest(cp_dir, 2, 1010.0, 600)
+    _manifest(cp_dir, 3, 1020.0, 2600)
+    checkpoint.create_folder(cp_dir, 4)  # being written: not counted
+    row = partition_status("ev:0", cp_dir, now=1025.0)
+    assert row["checkpoint_id"] == 3 and row["offset"] == 2600 and row["owner"] == "h:1"
+    assert row["records_per_s"] == 200.0 and row["checkpoint_age_s"] == 5.0
+    assert row["dead_letters"] == 2 and row["late_events"] == 1 and not row["finished"]
+    lines = format_partitions([row, partition_status("ev:1", tmp_path / "none")])
+    assert lines[0].split()[:3] == ["partition", "owner", "state"]
+    assert lines[1].split()[:5] == ["ev:0", "h:1", "running", "2,600", "2,600"]
+    assert "no checkpoint" in lines[2]
+
+
+def test_status_lists_partitions_of_the_shared_location(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    out = tmp_path / "out"
+    for n in (0, 2, 10):
+        _manifest(out / f"my-topic-{n}" / "checkpoints", 1, 1000.0, 10 * n + 5, finished=True,
+                  partition=f"my-topic:{n}")
+    (out / "my-topic-7").mkdir()  # results only, no checkpoint yet: not listed
+    p = cli("status", str(cfg), "-o", str(out), "--json", timeout=60)
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(p.stdout)
+    assert [r["partition"] for r in rows] == ["my-topic:0", "my-topic:2", "my-topic:10"]
+    assert [r["offset"] for r in rows] == [5, 25, 105] and all(r["finished"] for r in rows)
+    empty = cli("status", str(cfg), "-o", str(tmp_path / "elsewhere"), timeout=60)
+    assert empty.returncode == 1 and "no partition has a checkpoint" in empty.stderr
