@@ -28,7 +28,9 @@ import time
 from typing import IO, Any
 
 ENV = "BSPUMP_CLUSTER_LOG_FORMAT"
-TASK_ENV = "BSPUMP_CLUSTER_TASK"  # set for a partition task: its partition tags each line
+# Set by a host's member (cluster/member.py) for its partition tasks:
+TASK_ENV = "BSPUMP_CLUSTER_TASK"  # the task's partition, which tags each of its log lines
+MEMBER_ENV = "BSPUMP_CLUSTER_MEMBER"  # the member (host:pid), named in checkpoint manifests
 FORMATS = ("text", "json")
 ROLES = ("supervisor", "coordinator", "worker")
 _HANDLER = "bspump-cluster"

@@ -46,12 +46,11 @@ from bspump.loader import load_pipeline
 from cluster import checkpoint
 from cluster.config import ClusterSettings, load_cluster_settings, partition_folder
 from cluster.errors import CheckpointError, ConfigError
-from cluster.logs import TASK_ENV
+from cluster.logs import MEMBER_ENV, TASK_ENV
 from cluster.supervisor import EXIT_FAILED, EXIT_OK, child_setup, describe_exit
 
 log = logging.getLogger("bspump-cluster.member")
 
-MEMBER_ENV = "BSPUMP_CLUSTER_MEMBER"  # who wrote a checkpoint (in its manifest)
 TASK_STOP_TIMEOUT = 10.0  # a task's final checkpoint (3 s) and its supervisor's grace (4 s)
 COMMIT_EVERY = 1.0
 REPORT_EVERY = 30.0  # a log line with this host's partitions' figures
@@ -192,6 +191,8 @@ class Member:
 
     async def start_tasks(self, partitions: list[str]) -> None:
         """A task for each newly assigned partition."""
+        if self._stop.is_set():
+            return  # leaving the group: the partitions go to the others
         async with self._lock:
             for p in partitions:
                 if p not in self.tasks:

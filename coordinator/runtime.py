@@ -43,8 +43,7 @@ from cluster.config import ClusterSettings
 from cluster.errors import CheckpointError, ClusterError, WorkerDied
 from cluster.intake import Intake
 from cluster.layout import Layout
-from cluster.logs import text_prefix
-from cluster.member import MEMBER_ENV
+from cluster.logs import MEMBER_ENV, text_prefix
 from cluster.merge import WindowMerger
 from cluster.outputs import RunOutputs, number, save_npy
 from cluster.shm import Segment
