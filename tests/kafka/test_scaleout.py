@@ -136,98 +136,146 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
-def test_two_hosts_split_partitions_and_take_over_a_dead_ones_state(
-        kafka_broker: KafkaBroker, tmp_path: Path) -> None:
-    lines = _spread_users(make_lines(16_000, seed=11), users=400, seed=11)
-    by_partition: list[list[str]] = [[] for _ in range(PARTITIONS)]
-    for i, line in enumerate(lines):
-        by_partition[_partition_of(i, line)].append(line)
-    references = [compute(part, lateness=LATENESS, resolution=60, session_timeout=1800)
-                  for part in by_partition]
+class Group:
+    """A topic with the test's events, a shared location and the hosts run on it."""
 
-    topic = f"scale-{uuid.uuid4().hex[:8]}"
-    kafka_broker.create_topic(topic, partitions=PARTITIONS)
-    asyncio.run(_produce(kafka_broker.bootstrap, topic, by_partition))
-    out = tmp_path / "shared"
-    cfg = tmp_path / "scaleout.ini"
-    cfg.write_text(CONFIG.format(configs=CONFIGS, here=HERE, out=out, lateness=LATENESS,
-                                 bootstrap=kafka_broker.bootstrap, topic=topic,
-                                 group=f"g-{topic}"))
-    folders = {p: out / f"{topic}-{p}" for p in range(PARTITIONS)}
-    logs = {name: (tmp_path / f"{name}.log").open("w") for name in ("a", "b")}
+    def __init__(self, broker: KafkaBroker, tmp_path: Path, seed: int) -> None:
+        lines = _spread_users(make_lines(16_000, seed=seed), users=400, seed=seed)
+        self.by_partition: list[list[str]] = [[] for _ in range(PARTITIONS)]
+        for i, line in enumerate(lines):
+            self.by_partition[_partition_of(i, line)].append(line)
+        self.references = [compute(part, lateness=LATENESS, resolution=60,
+                                   session_timeout=1800) for part in self.by_partition]
+        self.topic = topic = f"scale-{uuid.uuid4().hex[:8]}"
+        broker.create_topic(topic, partitions=PARTITIONS)
+        asyncio.run(_produce(broker.bootstrap, topic, self.by_partition))
+        out = tmp_path / "shared"
+        self.tmp = tmp_path
+        self.cfg = tmp_path / "scaleout.ini"
+        self.cfg.write_text(CONFIG.format(configs=CONFIGS, here=HERE, out=out,
+                                          lateness=LATENESS, bootstrap=broker.bootstrap,
+                                          topic=topic, group=f"g-{topic}"))
+        self.folders = {p: out / f"{topic}-{p}" for p in range(PARTITIONS)}
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._logs: list = []
 
-    def host(name: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "cluster", "run", str(cfg)], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=logs[name],
+    def start(self, name: str) -> tuple[subprocess.Popen, str]:
+        """Start a host; return it and its member name (host:pid, as manifests say)."""
+        log = (self.tmp / f"{name}.log").open("w")
+        self._logs.append(log)
+        proc = subprocess.Popen([sys.executable, "-m", "cluster", "run", str(self.cfg)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
                                 start_new_session=True)
+        self.procs[name] = proc
+        return proc, f"{socket.gethostname()}:{proc.pid}"
 
-    def owners(p: int) -> list[str]:
-        return [m["owner"] for m in _manifests(folders[p] / "checkpoints")]
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text()
 
-    a = host("a")
-    a_name = f"{socket.gethostname()}:{a.pid}"
-    b: subprocess.Popen | None = None
-    try:
-        _wait("host A to checkpoint every partition",
-              lambda: all(a_name in owners(p) for p in range(PARTITIONS)), [a])
-        b = host("b")
-        b_name = f"{socket.gethostname()}:{b.pid}"
-        _wait("host B to checkpoint the partitions it took over",
-              lambda: sum(bool(owners(p)) and owners(p)[-1] == b_name
-                          for p in range(PARTITIONS)) >= 2, [a, b])
-        time.sleep(1.0)  # A checkpoints its remaining partitions a few more times
-        a_kids = descendants(a.pid)
-        os.kill(a.pid, signal.SIGKILL)
-        a.wait(10)
-        newest = {p: _manifests(folders[p] / "checkpoints")[-1] for p in range(PARTITIONS)}
-        a_left = [p for p, m in newest.items() if m["owner"] == a_name]
-        assert a_left, "host A owned no partition when it was killed"
-        assert any(not newest[p]["finished"] for p in a_left), \
-            "host A had finished its partitions before it was killed: nothing taken mid-stream"
-        assert b.wait(180) == 0
-    finally:
-        for proc in (a, b):
-            if proc is not None and proc.poll() is None:
+    def manifests(self, p: int) -> list[dict]:
+        return _manifests(self.folders[p] / "checkpoints")
+
+    def owners(self, p: int) -> list[str]:
+        return [m["owner"] for m in self.manifests(p)]
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-        for f in logs.values():
-            f.close()
-    b_log = (tmp_path / "b.log").read_text()
-    a_log = (tmp_path / "a.log").read_text()
+                proc.wait()
+        for log in self._logs:
+            log.close()
+
+    def check_results(self, last_owner: str) -> None:
+        """Every partition's results equal the reference over that partition's events."""
+        for p, ref in enumerate(self.references):
+            folder = self.folders[p]
+            rows = _rows(folder / f"{PIPE}.HourlyCountAnalyzer.windows.jsonl")
+            got = [(r["window_start"], r["window_end"], r["key"], r["count"]) for r in rows]
+            assert len(got) == len(set(got)), f"partition {p}: a window row written twice"
+            assert set(got) == ref.windows, f"partition {p}"
+            sessions = _rows(folder / f"{PIPE}.UserSessionAnalyzer.sessions.jsonl")
+            assert sorted((s["key"], s["start"], s["end"], s["events"]) for s in sessions) == \
+                sorted(ref.sessions), f"partition {p}"
+            assert len(_rows(folder / "dead-letters.jsonl")) == ref.dead_input, f"partition {p}"
+            assert len(_rows(folder / "late-events.jsonl")) == ref.late, f"partition {p}"
+            summary = json.loads((folder / "summary.json").read_text())
+            assert summary["events_processed"] == len(ref.accepted), f"partition {p}"
+            final = self.manifests(p)[-1]
+            assert final["finished"] and final["owner"] == last_owner
+        assert sum(r.late for r in self.references) > 0  # lateness judged per partition
+
+
+@pytest.fixture
+def group(kafka_broker: KafkaBroker, tmp_path: Path):
+    g = Group(kafka_broker, tmp_path, seed=11)
+    try:
+        yield g
+    finally:
+        g.close()
+
+
+def test_two_hosts_split_partitions_and_take_over_a_dead_ones_state(group: Group) -> None:
+    g = group
+    a, a_name = g.start("a")
+    _wait("host A to checkpoint every partition",
+          lambda: all(a_name in g.owners(p) for p in range(PARTITIONS)), [a])
+    b, b_name = g.start("b")
+    _wait("host B to checkpoint the partitions it took over",
+          lambda: sum(bool(g.owners(p)) and g.owners(p)[-1] == b_name
+                      for p in range(PARTITIONS)) >= 2, [a, b])
+    time.sleep(1.0)  # A checkpoints its remaining partitions a few more times
+    a_kids = descendants(a.pid)
+    os.kill(a.pid, signal.SIGKILL)
+    a.wait(10)
+    newest = {p: g.manifests(p)[-1] for p in range(PARTITIONS)}
+    a_left = [p for p, m in newest.items() if m["owner"] == a_name]
+    assert a_left, "host A owned no partition when it was killed"
+    assert any(not newest[p]["finished"] for p in a_left), \
+        "host A had finished its partitions before it was killed: nothing taken mid-stream"
+    assert b.wait(180) == 0
+    b_log, a_log = g.log("b"), g.log("a")
 
     # B resumed A's partitions from checkpoints A wrote: after the rebalance, after the kill.
     taken = [p for p in range(PARTITIONS)
-             if f"partition {topic}:{p} resumes from checkpoint" in b_log]
+             if f"partition {g.topic}:{p} resumes from checkpoint" in b_log]
     assert len(taken) == PARTITIONS, b_log[-3000:]
     assert b_log.count(f"written by {a_name}") >= 2 + len(a_left), b_log[-3000:]
     assert "stopping the tasks of" in a_log, a_log[-3000:]  # the live rebalance
-
-    for p, ref in enumerate(references):
-        folder = folders[p]
-        rows = _rows(folder / f"{PIPE}.HourlyCountAnalyzer.windows.jsonl")
-        got = [(r["window_start"], r["window_end"], r["key"], r["count"]) for r in rows]
-        assert len(got) == len(set(got)), f"partition {p}: a window row written twice"
-        assert set(got) == ref.windows, f"partition {p}"
-        sessions = _rows(folder / f"{PIPE}.UserSessionAnalyzer.sessions.jsonl")
-        assert sorted((s["key"], s["start"], s["end"], s["events"]) for s in sessions) == \
-            sorted(ref.sessions), f"partition {p}"
-        assert len(_rows(folder / "dead-letters.jsonl")) == ref.dead_input, f"partition {p}"
-        assert len(_rows(folder / "late-events.jsonl")) == ref.late, f"partition {p}"
-        summary = json.loads((folder / "summary.json").read_text())
-        assert summary["events_processed"] == len(ref.accepted), f"partition {p}"
-        final = _manifests(folder / "checkpoints")[-1]
-        assert final["finished"] and final["owner"] == b_name
-    assert sum(r.late for r in references) > 0  # lateness was judged per partition
+    g.check_results(last_owner=b_name)
 
     # The group's status, read from the shared location by any host.
-    status = cli("status", str(cfg), "--json")
+    status = cli("status", str(g.cfg), "--json")
     assert status.returncode == 0, status.stderr
     rows = json.loads(status.stdout)
-    assert [r["partition"] for r in rows] == [f"{topic}:{p}" for p in range(PARTITIONS)]
+    assert [r["partition"] for r in rows] == [f"{g.topic}:{p}" for p in range(PARTITIONS)]
     assert all(r["finished"] and r["owner"] == b_name for r in rows)
-    assert [r["records_read"] for r in rows] == [len(part) for part in by_partition]
-    assert [r["offset"] for r in rows] == [len(part) for part in by_partition]
-    table = cli("status", str(cfg)).stdout
-    assert f"{topic}:3" in table and "finished" in table
+    assert [r["records_read"] for r in rows] == [len(part) for part in g.by_partition]
+    assert [r["offset"] for r in rows] == [len(part) for part in g.by_partition]
+    table = cli("status", str(g.cfg)).stdout
+    assert f"{g.topic}:3" in table and "finished" in table
     for pid in a_kids:  # nothing of the killed host is left running
         assert not Path(f"/proc/{pid}").exists() or \
             "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_a_host_that_leaves_hands_its_partitions_over_at_once(group: Group) -> None:
+    """SIGTERM: final checkpoints, offsets committed, the group left; no session timeout."""
+    g = group
+    a, a_name = g.start("a")
+    b, b_name = g.start("b")
+    _wait("both hosts to checkpoint their partitions",
+          lambda: {o for p in range(PARTITIONS) for o in g.owners(p)[-1:]} == {a_name, b_name},
+          [a, b])
+    b_parts = [p for p in range(PARTITIONS) if g.owners(p)[-1] == b_name]
+    os.kill(b.pid, signal.SIGTERM)
+    assert b.wait(30) == 128 + signal.SIGTERM
+    b_final = {p: g.manifests(p)[-1] for p in b_parts}
+    assert all(m["owner"] == b_name for m in b_final.values())
+    assert a.wait(180) == 0
+    a_log, b_log = g.log("a"), g.log("b")
+    assert "final checkpoint" in b_log, b_log[-3000:]
+    for p, m in b_final.items():  # A went on from exactly B's last word on each partition
+        assert (f"partition {g.topic}:{p} resumes from checkpoint {m['id']} written by "
+                f"{b_name}") in a_log, a_log[-3000:]
+    g.check_results(last_owner=a_name)
