@@ -37,6 +37,7 @@ log = logging.getLogger("bspump-cluster.kafka")
 CONNECTION_KEYS = ("bootstrap_servers", "client_id", "request_timeout_ms")
 _FORMATS = ("json", "msgpack")
 MAX_BACKOFF = 10.0
+PROBE_TIMEOUT = 2.0
 
 
 def connection_settings(app: Application, connection: str) -> dict[str, str]:
@@ -308,6 +309,25 @@ class KafkaSource(Source):
             name = _tp_name(tp.topic, tp.partition)
             lag[name] = max(0, int(end) - self.positions.get(name, int(end)))
         return lag
+
+    async def probe(self, timeout: float = PROBE_TIMEOUT) -> str | None:
+        """None when the brokers answer a metadata request within ``timeout``, else why not.
+
+        A frozen or unreachable broker does not make polling fail (it returns nothing),
+        so the coordinator asks this every few seconds to tell the user.
+        """
+        from aiokafka.errors import KafkaError
+
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        try:
+            await asyncio.wait_for(consumer.topics(), timeout)
+        except TimeoutError:
+            return f"no answer within {timeout:.0f} s"
+        except KafkaError as e:
+            return str(e) or type(e).__name__
+        return None
 
     async def commit(self, positions: Mapping[str, int]) -> None:
         """Commit offsets of a complete checkpoint (for partitions still assigned)."""

@@ -63,6 +63,9 @@ EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "partition %s finished at %s (checkpoint %d)":
         ("partition_finished", ("partition", "position", "checkpoint_id")),
     "source failed: %s: %s": ("source_failed", ("error_type", "error")),
+    "Kafka at %s does not answer (%s); retrying in %.1f s":
+        ("kafka_unreachable", ("servers", "error", "retry_s")),
+    "Kafka at %s answers again after %.1f s": ("kafka_back", ("servers", "down_s")),
     # cluster/checkpoint.py
     "skipping checkpoint %s: %s": ("checkpoint_skipped", ("path", "problem")),
     # bspump/kafka.py

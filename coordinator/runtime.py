@@ -59,6 +59,7 @@ HISTORY = 600  # seconds of throughput kept for the page
 WINDOW_HISTORY = 120  # merged periods kept per TimeWindowAnalyzer for the page
 TOP_KEYS = 12  # keys per period kept for the page
 FINAL_CHECKPOINT_TIMEOUT = 3.0
+PROBE_EVERY = 2  # seconds between asking the source's brokers whether they answer
 _EOF = object()
 
 
@@ -156,6 +157,7 @@ class Coordinator:
             aid: deque(maxlen=WINDOW_HISTORY) for aid in self.mergers}
         self._checkpoint_history: deque[dict[str, Any]] = deque(maxlen=50)
         self.kafka_lag: dict[str, int] = {}
+        self._source_down: float | None = None  # since when the source's brokers are silent
         self._progress = asyncio.Event()
         self._stop = asyncio.Event()
         self._failure: BaseException | None = None
@@ -707,6 +709,7 @@ class Coordinator:
         """Every second: throughput history, the progress line; Kafka lag every 5 s."""
         source = self.pipeline.Source
         lag_of = getattr(source, "lag", None)
+        probe = getattr(source, "probe", None)
         tick = 0
         dead_seen = self.dead
         while True:
@@ -718,11 +721,27 @@ class Coordinator:
                 dead_seen = self.dead
             if self._show_progress:
                 self._print_progress()
-            if lag_of is not None and tick % 5 == 0:
+            if probe is not None and tick % PROBE_EVERY == 0:
+                await self._probe_source(probe)
+            if lag_of is not None and tick % 5 == 0 and self._source_down is None:
                 with contextlib.suppress(Exception):
                     self.kafka_lag = await lag_of()
             tick += 1
             await asyncio.sleep(1.0)
+
+    async def _probe_source(self, probe: Any) -> None:
+        """Say once when the source's brokers stop answering, and when they answer again."""
+        problem = await probe()
+        config = getattr(self.pipeline.Source, "connection_config", {})
+        servers = config.get("bootstrap_servers", "the source")
+        if problem is not None and self._source_down is None:
+            self._source_down = time.monotonic()
+            log.warning("Kafka at %s does not answer (%s); retrying in %.1f s", servers,
+                        problem, PROBE_EVERY)
+        elif problem is None and self._source_down is not None:
+            log.info("Kafka at %s answers again after %.1f s", servers,
+                     time.monotonic() - self._source_down)
+            self._source_down = None
 
     def _rates(self, span: float = 5.0) -> tuple[float, list[float]]:
         """Records/s read and events/s per worker over the last ``span`` seconds."""

@@ -265,7 +265,8 @@ def test_a_host_that_leaves_hands_its_partitions_over_at_once(group: Group) -> N
     a, a_name = g.start("a")
     b, b_name = g.start("b")
     _wait("both hosts to checkpoint their partitions",
-          lambda: {o for p in range(PARTITIONS) for o in g.owners(p)[-1:]} == {a_name, b_name},
+          lambda: all(g.owners(p) for p in range(PARTITIONS)) and
+          {g.owners(p)[-1] for p in range(PARTITIONS)} == {a_name, b_name},
           [a, b])
     b_parts = [p for p in range(PARTITIONS) if g.owners(p)[-1] == b_name]
     os.kill(b.pid, signal.SIGTERM)
