@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -84,6 +84,23 @@ class Backoff:
 
     def reset(self) -> None:
         self.delay = 0.5
+
+
+async def start_consumer(make: Callable[[], Any], servers: str) -> Any:
+    """Start the consumer ``make()`` builds; while no broker answers, say so and retry."""
+    from aiokafka.errors import KafkaError
+
+    backoff = Backoff()
+    while True:
+        consumer = make()
+        try:
+            await consumer.start()
+            return consumer
+        except KafkaError as e:
+            await consumer.stop()
+            log.warning("cannot reach Kafka at %s (%s); retrying in %.1f s", servers, e,
+                        backoff.delay)
+            await backoff.wait()
 
 
 class KafkaSource(Source):
@@ -172,7 +189,6 @@ class KafkaSource(Source):
     async def _start_consumer(self) -> Any:
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.abc import ConsumerRebalanceListener
-        from aiokafka.errors import KafkaError
 
         source = self
 
@@ -185,8 +201,8 @@ class KafkaSource(Source):
 
         settings = self.connection_config
         own = self.partition
-        backoff = Backoff()
-        while True:
+
+        def make() -> Any:
             consumer = AIOKafkaConsumer(**client_options(settings), **self.group_options(),
                                         max_poll_records=int(self.Config["batch"]))
             if own is None:
@@ -195,16 +211,12 @@ class KafkaSource(Source):
                 # A partition task: the host's member holds the group membership.
                 consumer.assign([TopicPartition(*own)])
             self._consumer = consumer
-            try:
-                await consumer.start()
-                if own is not None:
-                    self._on_assigned(consumer.assignment())
-                return consumer
-            except KafkaError as e:
-                await consumer.stop()
-                log.warning("cannot reach Kafka at %s (%s); retrying in %.1f s",
-                            settings["bootstrap_servers"], e, backoff.delay)
-                await backoff.wait()
+            return consumer
+
+        consumer = await start_consumer(make, settings["bootstrap_servers"])
+        if own is not None:
+            self._on_assigned(consumer.assignment())
+        return consumer
 
     async def batches(self) -> AsyncIterator[SourceBatch]:
         """Poll the brokers; each batch carries the next offset of every partition."""

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bspump.application import ROLE_COORDINATOR, RunInfo
-from bspump.kafka import Backoff, KafkaSource, client_options
+from bspump.kafka import KafkaSource, client_options, start_consumer
 from bspump.loader import load_pipeline
 from cluster import checkpoint
 from cluster.config import ClusterSettings, load_cluster_settings, partition_folder
@@ -323,7 +323,6 @@ class Member:
     async def _join(self) -> Any:
         from aiokafka import AIOKafkaConsumer
         from aiokafka.abc import ConsumerRebalanceListener
-        from aiokafka.errors import KafkaError
 
         member = self
 
@@ -338,20 +337,15 @@ class Member:
                                                 for tp in assigned))
 
         settings = self.source.connection_config
-        backoff = Backoff()
-        while True:
+
+        def make() -> Any:
             consumer = AIOKafkaConsumer(**client_options(settings),
                                         **self.source.group_options())
             consumer.subscribe(self.source.topics, listener=_Listener())
             self.consumer = consumer
-            try:
-                await consumer.start()
-                return consumer
-            except KafkaError as e:
-                await consumer.stop()
-                log.warning("cannot reach Kafka at %s (%s); retrying in %.1f s",
-                            settings["bootstrap_servers"], e, backoff.delay)
-                await backoff.wait()
+            return consumer
+
+        return await start_consumer(make, settings["bootstrap_servers"])
 
     async def run(self) -> int:
         """Be a group member until the end (stop_at_end), a signal, or a failed task."""
