@@ -243,3 +243,6 @@ def describe(cp: Checkpoint) -> Iterator[str]:
     if m:
         yield f"        position={json.dumps(m.get('position'))}  " \
               f"watermark={m.get('intake', {}).get('watermark')}"
+    if m.get("partition"):
+        yield f"        written by {m.get('owner', '-')}" + \
+              ("  finished (the partition's end)" if m.get("finished") else "")

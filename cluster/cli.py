@@ -199,6 +199,11 @@ def format_partitions(rows: list[dict[str, Any]]) -> list[str]:
                       for i, c in enumerate(row)).rstrip() for row in table]
 
 
+def _partition_order(partition: str) -> tuple[str, int]:
+    topic, _, number = partition.rpartition(":")
+    return topic, int(number)
+
+
 def _partitions_status(settings: ClusterSettings, as_json: bool) -> int:
     """``status`` with ``tasks = partition``: every partition, read from the shared location."""
     from cluster.member import partition_checkpoint_dirs, partition_status
@@ -209,11 +214,7 @@ def _partitions_status(settings: ClusterSettings, as_json: bool) -> int:
             else settings.output_dir
         print(f"bspump-cluster: no partition has a checkpoint in {where} yet", file=sys.stderr)
         return supervisor.EXIT_FAILED
-    def order(partition: str) -> tuple[str, int]:
-        topic, _, number = partition.rpartition(":")
-        return topic, int(number)
-
-    rows = [partition_status(p, dirs[p]) for p in sorted(dirs, key=order)]
+    rows = [partition_status(p, dirs[p]) for p in sorted(dirs, key=_partition_order)]
     if as_json:
         print(json.dumps(rows, indent=1))
     else:
@@ -239,17 +240,39 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     if settings.checkpoint_dir is None:
         print("checkpoints are off in this config (checkpoint_dir = none)")
         return 0
-    found = checkpoint.scan(settings.checkpoint_dir)
+    if settings.tasks != "partition":
+        return _list_checkpoints(settings.checkpoint_dir, args.verify)
+    from cluster.member import partition_checkpoint_dirs
+
+    dirs = partition_checkpoint_dirs(settings)
+    if args.task_partition is not None:
+        if args.task_partition not in dirs:
+            print(f"no checkpoints of partition {args.task_partition} (partitions with "
+                  f"checkpoints: {', '.join(sorted(dirs)) or 'none'})", file=sys.stderr)
+            return 1
+        return _list_checkpoints(dirs[args.task_partition], args.verify)
     if args.verify is not None:
-        match = [c for c in found if c.id == args.verify]
+        print("with tasks = partition, name the partition of checkpoint "
+              f"{args.verify}: --partition TOPIC:N", file=sys.stderr)
+        return supervisor.EXIT_FAILED
+    for partition in sorted(dirs, key=_partition_order):
+        print(f"partition {partition}: ", end="")
+        _list_checkpoints(dirs[partition], None)
+    return 0
+
+
+def _list_checkpoints(directory: Path, verify: int | None) -> int:
+    found = checkpoint.scan(directory)
+    if verify is not None:
+        match = [c for c in found if c.id == verify]
         if not match:
-            print(f"no checkpoint {args.verify} in {settings.checkpoint_dir}", file=sys.stderr)
+            print(f"no checkpoint {verify} in {directory}", file=sys.stderr)
             return 1
         cp = checkpoint.verify(match[0])
         for line in checkpoint.describe(cp):
             print(line)
         return 0 if cp.complete else 1
-    print(f"{len(found)} checkpoints in {settings.checkpoint_dir}")
+    print(f"{len(found)} checkpoints in {directory}")
     for cp in found:
         checkpoint.verify(cp, checksums=False)
         for line in checkpoint.describe(cp):
@@ -284,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     cps = sub.add_parser("checkpoints", help="list (and verify) the checkpoints of a config")
     cps.add_argument("config")
     cps.add_argument("--output-dir", "-o", help="the run's output folder (default: config)")
+    cps.add_argument("--partition", dest="task_partition", metavar="TOPIC:N",
+                     help="with tasks = partition: only this partition's checkpoints")
     cps.add_argument("--verify", type=int, metavar="ID",
                      help="check every file of checkpoint ID against its manifest")
     cps.set_defaults(func=cmd_checkpoints)

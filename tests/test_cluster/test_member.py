@@ -39,7 +39,7 @@ def _manifest(cp_dir: Path, cp_id: int, created: float, read: int, finished: boo
     folder = checkpoint.create_folder(cp_dir, cp_id)
     checkpoint.write_manifest(folder, {
         "format": checkpoint.FORMAT, "id": cp_id, "created": created, "owner": "h:1",
-        "finished": finished, "position": {partition: read},
+        "finished": finished, "position": {partition: read}, "partition": partition,
         "intake": {"watermark": 1_700_000_000.0},
         "counters": {"records_read": read, "dead": 2, "late": 1, "events_processed": read - 3},
         "files": {}})
@@ -75,3 +75,23 @@ def test_status_lists_partitions_of_the_shared_location(tmp_path: Path) -> None:
     assert [r["offset"] for r in rows] == [5, 25, 105] and all(r["finished"] for r in rows)
     empty = cli("status", str(cfg), "-o", str(tmp_path / "elsewhere"), timeout=60)
     assert empty.returncode == 1 and "no partition has a checkpoint" in empty.stderr
+
+
+def test_checkpoints_are_listed_per_partition(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    out = tmp_path / "out"
+    for n in (1, 10):
+        _manifest(out / f"t-{n}" / "checkpoints", 4, 1000.0, n, finished=n == 10,
+                  partition=f"t:{n}")
+    listing = cli("checkpoints", str(cfg), "-o", str(out), timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    text = listing.stdout
+    assert text.index("partition t:1: 1 checkpoints") < text.index("partition t:10: 1 checkp")
+    assert "written by h:1  finished" in text
+    one = cli("checkpoints", str(cfg), "-o", str(out), "--partition", "t:1", "--verify", "4",
+              timeout=60)
+    assert one.returncode == 0 and "complete" in one.stdout and "written by h:1" in one.stdout
+    vague = cli("checkpoints", str(cfg), "-o", str(out), "--verify", "4", timeout=60)
+    assert vague.returncode == 1 and "--partition TOPIC:N" in vague.stderr
+    missing = cli("checkpoints", str(cfg), "-o", str(out), "--partition", "t:5", timeout=60)
+    assert missing.returncode == 1 and "t:1, t:10" in missing.stderr
