@@ -103,3 +103,23 @@ def test_a_partition_task_tags_its_lines_with_the_partition(
     line = json.loads(buf.getvalue())
     assert line["partition"] == "events:3" and line["event"] == "partition_resume"
     assert line["checkpoint_id"] == 7 and line["written_by"] == "h1:42"
+
+
+def test_every_named_event_is_a_format_string_the_code_logs() -> None:
+    """EVENTS matches log calls by their exact format string: a reworded call loses its fields."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    logged: dict[str, set[int]] = {}
+    for package in ("bspump", "cluster", "coordinator", "workers"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr in ("debug", "info", "warning", "error")
+                        and node.args and isinstance(node.args[0], ast.Constant)
+                        and isinstance(node.args[0].value, str)):
+                    logged.setdefault(node.args[0].value, set()).add(len(node.args) - 1)
+    assert not set(logs.EVENTS) - set(logged)
+    for fmt, (event, names) in logs.EVENTS.items():
+        assert len(names) in logged[fmt], f"{event}: {len(names)} names, {logged[fmt]} args"
