@@ -2,60 +2,19 @@
 
 Built from :meth:`coordinator.runtime.Coordinator.snapshot`, the one dict that the
 progress line, ``/metrics``, ``bspump-cluster status`` and the live page all read.
-Names follow Prometheus conventions: a ``bspump_cluster_`` prefix, ``_total`` for
-counters, base units (seconds).
+Names follow Prometheus conventions (see :mod:`cluster.prometheus`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-PREFIX = "bspump_cluster_"
-
-
-def _escape(value: Any) -> str:
-    """A label value: backslash, double quote and newline escaped."""
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    """A HELP text: backslash and newline escaped."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _labels(labels: dict[str, Any]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def _number(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "NaN"
-    if isinstance(value, float) and math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if isinstance(value, float) else str(int(value))
-
-
-class _Text:
-    def __init__(self, pipeline: str) -> None:
-        self.lines: list[str] = []
-        self.base = {"pipeline": pipeline}
-
-    def metric(self, name: str, kind: str, help_text: str,
-               samples: list[tuple[dict[str, Any], float | None]]) -> None:
-        """One metric family: HELP, TYPE and its samples (None is written as NaN)."""
-        full = PREFIX + name
-        self.lines.append(f"# HELP {full} {_escape_help(help_text)}")
-        self.lines.append(f"# TYPE {full} {kind}")
-        for labels, value in samples:
-            self.lines.append(f"{full}{_labels({**self.base, **labels})} {_number(value)}")
+from cluster.prometheus import Exposition
 
 
 def render(snap: dict[str, Any]) -> str:
     """The Prometheus text exposition of a snapshot."""
-    t = _Text(snap["pipeline"])
+    t = Exposition(pipeline=snap["pipeline"])
     workers = snap["workers"]
     t.metric("info", "gauge", "Always 1; the run id and state are its labels.",
              [({"run_id": snap.get("run_id", ""), "state": snap.get("state", "")}, 1)])
@@ -115,4 +74,4 @@ def render(snap: dict[str, Any]) -> str:
                  "Messages between the source's position and the partition's end.", samples)
     t.metric("uptime_seconds", "gauge", "Seconds since the coordinator started.",
              [({}, snap["uptime_s"])])
-    return "\n".join(t.lines) + "\n"
+    return t.text()

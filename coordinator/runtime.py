@@ -38,7 +38,7 @@ from bspump.batch import EventBatch
 from bspump.loader import load_pipeline
 from bspump.matrix import PersistentMatrix
 from bspump.processor import SourceBatch
-from cluster import checkpoint, wire
+from cluster import checkpoint, httpd, wire
 from cluster.config import ClusterSettings
 from cluster.errors import CheckpointError, ClusterError, WorkerDied
 from cluster.intake import Intake
@@ -373,7 +373,7 @@ class Coordinator:
 
         host, port = self.settings.http
         server = await web.serve(self, host, port)
-        log.info("metrics and live page on http://%s:%d/", host, port)
+        log.info("metrics and live page on http://%s:%d/", host, httpd.bound_port(server))
         return server
 
     def _write_report(self) -> None:

@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cluster import httpd
 from coordinator import metrics
 
 if TYPE_CHECKING:
     from coordinator.runtime import Coordinator
 
-log = logging.getLogger("bspump-cluster.http")
-
 PAGE_DIR = Path(__file__).resolve().parent / "page"
 _SNAPSHOT_MARK = "/*SNAPSHOT*/null"
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
-_MAX_REQUEST = 16384
 
 
 def page(snapshot: dict[str, Any] | None = None) -> str:
@@ -53,54 +50,20 @@ def write_report(snapshot: dict[str, Any], path: Path) -> None:
     tmp.replace(path)
 
 
-def _response(status: str, body: bytes, content_type: str) -> bytes:
-    head = (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
-            "Connection: close\r\n\r\n")
-    return head.encode() + body
-
-
-def _route(coord: Coordinator, method: str, target: str) -> bytes:
-    path = target.split("?", 1)[0]
-    if method != "GET":
-        return _response("405 Method Not Allowed", b"GET only\n", "text/plain")
+def _route(coord: Coordinator, method: str, path: str) -> bytes:
     if path == "/metrics":
-        body = metrics.render(coord.snapshot()).encode()
-        return _response("200 OK", body, "text/plain; version=0.0.4; charset=utf-8")
+        return httpd.response("200 OK", metrics.render(coord.snapshot()).encode(),
+                              httpd.PROMETHEUS_TEXT)
     if path == "/api/snapshot":
-        return _response("200 OK", json.dumps(coord.snapshot()).encode(), "application/json")
+        return httpd.response("200 OK", json.dumps(coord.snapshot()).encode(),
+                              "application/json")
     if path in ("/", "/index.html"):
-        return _response("200 OK", page().encode(), _TYPES[".html"])
+        return httpd.response("200 OK", page().encode(), _TYPES[".html"])
     if path == "/favicon.ico":
-        return _response("204 No Content", b"", "image/x-icon")
-    return _response("404 Not Found", b"not found\n", "text/plain")
-
-
-async def _handle(coord: Coordinator, reader: asyncio.StreamReader,
-                  writer: asyncio.StreamWriter) -> None:
-    try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        if len(head) > _MAX_REQUEST:
-            raise ValueError("request too large")
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = request_line.split()
-        if len(parts) != 3:
-            writer.write(_response("400 Bad Request", b"bad request\n", "text/plain"))
-        else:
-            writer.write(_route(coord, parts[0], parts[1]))
-        await writer.drain()
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError,
-            ConnectionError):
-        pass
-    except Exception:
-        log.exception("HTTP request failed")
-        writer.write(_response("500 Internal Server Error", b"error\n", "text/plain"))
-    finally:
-        writer.close()
+        return httpd.response("204 No Content", b"", "image/x-icon")
+    return httpd.not_found()
 
 
 async def serve(coord: Coordinator, host: str, port: int) -> asyncio.Server:
     """Start serving in the running event loop."""
-    server = await asyncio.start_server(lambda r, w: _handle(coord, r, w), host, port,
-                                        limit=_MAX_REQUEST)
-    return server
+    return await httpd.serve(lambda method, path: _route(coord, method, path), host, port)
