@@ -398,7 +398,7 @@ def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = 
         parse_partition(partition)
         if raw_cp and checkpoint_dir is not None:
             checkpoint_dir = checkpoint_dir / partition_folder(partition)
-        http = None  # several tasks share a host: no page per task
+        http = None  # several tasks share a host: its member serves their figures
         progress = "no"  # nor a progress line each: the host's member reports for them
     return ClusterSettings(
         http=http,

@@ -55,6 +55,7 @@ EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "final checkpoint not done within %.0f s: the previous one stays":
         ("final_checkpoint_timeout", ("timeout_s",)),
     "metrics and live page on http://%s:%d/": ("http", ("host", "port")),
+    "member metrics on http://%s:%d/metrics": ("http", ("host", "port")),
     "dead letters: %d in the last 10 s (%d in all) -> %s":
         ("dead_letter_rate", ("dead_letters_10s", "dead_letters_total", "path")),
     "cannot restore: %s": ("restore_failed", ("error",)),

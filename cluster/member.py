@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -43,10 +44,11 @@ from typing import Any
 from bspump.application import ROLE_COORDINATOR, RunInfo
 from bspump.kafka import KafkaSource, client_options, start_consumer
 from bspump.loader import load_pipeline
-from cluster import checkpoint
+from cluster import checkpoint, httpd
 from cluster.config import ClusterSettings, load_cluster_settings, partition_folder
 from cluster.errors import CheckpointError, ConfigError
 from cluster.logs import MEMBER_ENV, TASK_ENV
+from cluster.prometheus import Exposition
 from cluster.supervisor import EXIT_FAILED, EXIT_OK, child_setup, describe_exit
 
 log = logging.getLogger("bspump-cluster.member")
@@ -54,6 +56,7 @@ log = logging.getLogger("bspump-cluster.member")
 TASK_STOP_TIMEOUT = 10.0  # a task's final checkpoint (3 s) and its supervisor's grace (4 s)
 COMMIT_EVERY = 1.0
 REPORT_EVERY = 30.0  # a log line with this host's partitions' figures
+REFRESH_EVERY = 5.0  # re-read the partitions' checkpoints and end offsets
 
 
 @dataclass
@@ -164,6 +167,11 @@ class Member:
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._failed: str | None = None
+        self.rows: list[dict[str, Any]] = []
+        self.state = "joining"
+        self.started = time.monotonic()
+        self.rebalances = 0
+        self.tasks_started = 0
 
     # -- tasks ---------------------------------------------------------------------------
 
@@ -188,6 +196,7 @@ class Member:
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                 preexec_fn=child_setup, start_new_session=True)
         self.tasks[partition] = Task(partition, proc, out, cp_dir)
+        self.tasks_started += 1
 
     async def start_tasks(self, partitions: list[str]) -> None:
         """A task for each newly assigned partition."""
@@ -292,31 +301,59 @@ class Member:
                 return False
         return True
 
-    async def report(self) -> None:
-        """Log this host's partitions: records read and rate, lag, dead and late events."""
+    async def refresh(self) -> None:
+        """Re-read this host's partitions' newest checkpoints and how far each is behind."""
         from aiokafka import TopicPartition
 
         rows = [partition_status(t.partition, t.checkpoint_dir) for t in self.tasks.values()]
-        rows = [r for r in rows if r["checkpoint_id"] is not None]
-        if not rows:
-            return
-        behind = "-"
+        for row in rows:
+            row["task_pid"] = self.tasks[row["partition"]].proc.pid
+            row["lag"] = None
         try:
-            tps = {r["partition"]: TopicPartition(r["partition"].rpartition(":")[0],
-                                                  int(r["partition"].rpartition(":")[2]))
-                   for r in rows}
-            ends = await self.consumer.end_offsets(list(tps.values()))
-            lag = sum(max(0, ends[tps[r["partition"]]] - (r["offset"] or 0)) for r in rows)
-            behind = f"{lag:,}"
+            tps = {}
+            for row in rows:
+                topic, _, number = row["partition"].rpartition(":")
+                tps[row["partition"]] = TopicPartition(topic, int(number))
+            ends = await self.consumer.end_offsets(list(tps.values())) if tps else {}
+            for row in rows:
+                end = ends.get(tps[row["partition"]])
+                if end is not None:
+                    row["lag"] = max(0, int(end) - (row.get("offset") or 0))
         except Exception:
             pass  # figures only: the broker may be away right now
+        self.rows = rows
+
+    def report(self) -> None:
+        """Log this host's partitions: records read and rate, lag, dead and late events."""
+        rows = [r for r in self.rows if r["checkpoint_id"] is not None]
+        if not rows:
+            return
+        lags = [r["lag"] for r in rows if r["lag"] is not None]
         rate = sum(r["records_per_s"] or 0 for r in rows if not r["finished"])
         log.info("partitions %s: %s records read (%s/s), %s behind the end, %s dead letters, "
                  "%s late; checkpoints %s s old", ", ".join(r["partition"] for r in rows),
-                 f"{sum(r['records_read'] or 0 for r in rows):,}", f"{rate:,.0f}", behind,
+                 f"{sum(r['records_read'] or 0 for r in rows):,}", f"{rate:,.0f}",
+                 f"{sum(lags):,}" if lags else "-",
                  f"{sum(r['dead_letters'] or 0 for r in rows):,}",
                  f"{sum(r['late_events'] or 0 for r in rows):,}",
                  f"{max(r['checkpoint_age_s'] for r in rows):.0f}")
+
+    def snapshot(self) -> dict[str, Any]:
+        """This host's figures, for ``/api/snapshot`` and ``/metrics``."""
+        return {"member": self.name, "group": self.source.Config["group_id"],
+                "topics": list(self.source.topics), "pipeline": self.settings.pipeline_id,
+                "state": self.state, "uptime_s": round(time.monotonic() - self.started, 3),
+                "rebalances": self.rebalances, "tasks_started": self.tasks_started,
+                "partitions": [dict(r) for r in self.rows]}
+
+    def _route(self, method: str, path: str) -> bytes:
+        if path == "/metrics":
+            return httpd.response("200 OK", render_metrics(self.snapshot()).encode(),
+                                  httpd.PROMETHEUS_TEXT)
+        if path == "/api/snapshot":
+            return httpd.response("200 OK", json.dumps(self.snapshot()).encode(),
+                                  "application/json")
+        return httpd.not_found()
 
     # -- the group ---------------------------------------------------------------------------
 
@@ -328,9 +365,12 @@ class Member:
 
         class _Listener(ConsumerRebalanceListener):
             async def on_partitions_revoked(self, revoked: Any) -> None:
+                member.state = "rebalancing"
                 await member.stop_tasks("rebalance")
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
+                member.rebalances += 1
+                member.state = "running"
                 if assigned:
                     member.consumer.pause(*assigned)
                 await member.start_tasks(sorted(f"{tp.topic}:{tp.partition}"
@@ -362,9 +402,14 @@ class Member:
             loop.add_signal_handler(sig, on_signal, sig)
         log.info("member %s: joining group %s for %s (one task per partition)", self.name,
                  self.source.Config["group_id"], ", ".join(self.source.topics))
+        server = None
+        if self.settings.http is not None:
+            host, port = self.settings.http
+            server = await httpd.serve(self._route, host, port)
+            log.info("member metrics on http://%s:%d/metrics", host, httpd.bound_port(server))
         consumer = await self._join()
         stop_at_end = bool(self.source.Config["stop_at_end"])
-        committed_at = reported_at = time.monotonic()
+        committed_at = reported_at = refreshed_at = time.monotonic()
         rc = EXIT_OK
         try:
             while not self._stop.is_set():
@@ -377,9 +422,12 @@ class Member:
                 if time.monotonic() - committed_at >= COMMIT_EVERY:
                     await self.commit()
                     committed_at = time.monotonic()
+                if time.monotonic() - refreshed_at >= REFRESH_EVERY:
+                    await self.refresh()
+                    refreshed_at = time.monotonic()
                 if self.settings.progress != "no" and \
                         time.monotonic() - reported_at >= REPORT_EVERY:
-                    await self.report()
+                    self.report()
                     reported_at = time.monotonic()
                 if stop_at_end and not self.running():
                     await self.commit()
@@ -394,9 +442,56 @@ class Member:
             elif signalled:
                 rc = 128 + signalled[0]
         finally:
+            self.state = "stopping"
             await self.stop_tasks("stopping")
             await consumer.stop()  # leave the group: the others rebalance at once
+            if server is not None:
+                server.close()
         return rc
+
+
+def render_metrics(snap: dict[str, Any]) -> str:
+    """A member's snapshot in the Prometheus text format."""
+    t = Exposition(pipeline=snap["pipeline"], member=snap["member"])
+    rows = snap["partitions"]
+    t.metric("member_info", "gauge", "Always 1; the group and state are its labels.",
+             [({"group": snap["group"], "state": snap["state"]}, 1)])
+    t.metric("member_partitions", "gauge", "Partitions this host owns.", [({}, len(rows))])
+    t.metric("member_rebalances_total", "counter", "Partition assignments this host received.",
+             [({}, snap["rebalances"])])
+    t.metric("member_tasks_started_total", "counter", "Partition tasks this host started.",
+             [({}, snap["tasks_started"])])
+
+    def each(key: str) -> list[tuple[dict[str, Any], float | None]]:
+        samples = []
+        for r in rows:
+            topic, _, number = r["partition"].rpartition(":")
+            value = r.get(key)
+            samples.append(({"topic": topic, "partition": number},
+                             float(value) if isinstance(value, bool) else value))
+        return samples
+
+    t.metric("partition_records_read_total", "counter",
+             "Records read from the partition, as of its newest checkpoint.",
+             each("records_read"))
+    t.metric("partition_offset", "gauge", "Offset of the partition's newest checkpoint.",
+             each("offset"))
+    t.metric("partition_lag", "gauge",
+             "Messages between the newest checkpoint's offset and the partition's end.",
+             each("lag"))
+    t.metric("partition_dead_letters_total", "counter",
+             "Dead letters of the partition, as of its newest checkpoint.", each("dead_letters"))
+    t.metric("partition_late_events_total", "counter",
+             "Late events of the partition, as of its newest checkpoint.", each("late_events"))
+    t.metric("partition_watermark_seconds", "gauge",
+             "The partition's watermark at its newest checkpoint (epoch seconds).",
+             each("watermark"))
+    t.metric("partition_checkpoint_age_seconds", "gauge",
+             "Seconds since the partition's newest checkpoint (when last read).",
+             each("checkpoint_age_s"))
+    t.metric("partition_finished", "gauge",
+             "1 when the partition's task reached its end (stop_at_end).", each("finished"))
+    return t.text()
 
 
 def run(settings: ClusterSettings, in_process: bool = False) -> int:

@@ -14,17 +14,20 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 import zlib
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client import parser
 
 from tests.conftest import CONFIGS, ROOT, cli, descendants, make_lines
 from tests.kafka.broker import KafkaBroker
@@ -46,6 +49,7 @@ key_groups = 16
 tasks = partition
 output_dir = {out}
 checkpoint_interval = 0.3
+http = 127.0.0.1:0
 
 [pipeline:ScaleOutPipeline]
 shard_key = user_id
@@ -269,6 +273,28 @@ def test_a_host_that_leaves_hands_its_partitions_over_at_once(group: Group) -> N
           {g.owners(p)[-1] for p in range(PARTITIONS)} == {a_name, b_name},
           [a, b])
     b_parts = [p for p in range(PARTITIONS) if g.owners(p)[-1] == b_name]
+
+    # Each host's /metrics names the partitions it owns: together all, none twice.
+    urls = {name: re.search(r"member metrics on (http://\S+/metrics)", g.log(name))
+            for name in ("a", "b")}
+    assert all(urls.values()), g.log("a")[-2000:]
+
+    def owned() -> dict[str, set[str]]:
+        found = {}
+        for name, url in urls.items():
+            assert url is not None
+            with urllib.request.urlopen(url.group(1), timeout=10) as resp:
+                text = resp.read().decode()
+            fams = {f.name: f for f in parser.text_string_to_metric_families(text)}
+            found[name] = {smp.labels["partition"]
+                           for smp in fams["bspump_cluster_partition_offset"].samples}
+        return found
+
+    def split_once() -> bool:
+        o = owned()
+        return o["a"] | o["b"] == {str(p) for p in range(PARTITIONS)} and not o["a"] & o["b"]
+
+    _wait("the hosts' metrics to cover every partition once", split_once, [a, b])
     os.kill(b.pid, signal.SIGTERM)
     assert b.wait(30) == 128 + signal.SIGTERM
     b_final = {p: g.manifests(p)[-1] for p in b_parts}

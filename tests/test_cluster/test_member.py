@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from cluster import checkpoint
 from cluster.cli import format_partitions
-from cluster.member import partition_status
+from cluster.member import partition_status, render_metrics
 from tests.conftest import CONFIGS, SEED_CONFIG, cli
 
 
@@ -95,3 +96,31 @@ def test_checkpoints_are_listed_per_partition(tmp_path: Path) -> None:
     assert vague.returncode == 1 and "--partition TOPIC:N" in vague.stderr
     missing = cli("checkpoints", str(cfg), "-o", str(out), "--partition", "t:5", timeout=60)
     assert missing.returncode == 1 and "t:1, t:10" in missing.stderr
+
+
+def test_member_metrics_read_back_by_prometheus(tmp_path: Path) -> None:
+    from prometheus_client import parser
+
+    cp_dir = tmp_path / "cp"
+    _manifest(cp_dir, 1, 1000.0, 100, partition="my:topic:3")
+    _manifest(cp_dir, 2, 1010.0, 600, partition="my:topic:3")
+    row = partition_status("my:topic:3", cp_dir, now=1012.0)
+    row["lag"] = 40
+    empty = partition_status("ev:0", tmp_path / "none")
+    snap = {"member": "h:1", "group": "g", "topics": ["my:topic", "ev"], "pipeline": "P",
+            "state": "running", "uptime_s": 3.0, "rebalances": 2, "tasks_started": 5,
+            "partitions": [row, empty]}
+    fams = {f.name: f for f in parser.text_string_to_metric_families(render_metrics(snap))}
+    p = "bspump_cluster_"
+    info = fams[p + "member_info"].samples[0]
+    assert info.labels == {"pipeline": "P", "member": "h:1", "group": "g", "state": "running"}
+    assert fams[p + "member_partitions"].samples[0].value == 2
+    assert fams[p + "member_rebalances"].samples[0].value == 2  # the parser drops _total
+    by_partition = {(s.labels["topic"], s.labels["partition"]): s.value
+                    for s in fams[p + "partition_offset"].samples}
+    assert by_partition[("my:topic", "3")] == 600 and math.isnan(by_partition[("ev", "0")])
+    lag = {s.labels["partition"]: s.value for s in fams[p + "partition_lag"].samples}
+    assert lag["3"] == 40
+    assert fams[p + "partition_records_read"].samples[0].value == 600
+    assert fams[p + "partition_checkpoint_age_seconds"].samples[0].value == 2.0
+    assert fams[p + "partition_finished"].samples[0].value == 0.0
