@@ -100,7 +100,10 @@ async def start_consumer(make: Callable[[], Any], servers: str) -> Any:
             await consumer.stop()
             log.warning("cannot reach Kafka at %s (%s); retrying in %.1f s", servers, e,
                         backoff.delay)
-            await backoff.wait()
+        except asyncio.CancelledError:
+            await consumer.stop()  # stopped while waiting for the brokers
+            raise
+        await backoff.wait()
 
 
 class KafkaSource(Source):

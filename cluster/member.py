@@ -407,7 +407,18 @@ class Member:
             host, port = self.settings.http
             server = await httpd.serve(self._route, host, port)
             log.info("member metrics on http://%s:%d/metrics", host, httpd.bound_port(server))
-        consumer = await self._join()
+        joining = asyncio.ensure_future(self._join())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({joining, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not joining.done():  # stopped while no broker answered
+            joining.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await joining
+            if server is not None:
+                server.close()
+            return 128 + signalled[0] if signalled else EXIT_FAILED
+        consumer = joining.result()
         stop_at_end = bool(self.source.Config["stop_at_end"])
         committed_at = reported_at = refreshed_at = time.monotonic()
         rc = EXIT_OK

@@ -124,3 +124,55 @@ def test_member_metrics_read_back_by_prometheus(tmp_path: Path) -> None:
     assert fams[p + "partition_records_read"].samples[0].value == 600
     assert fams[p + "partition_checkpoint_age_seconds"].samples[0].value == 2.0
     assert fams[p + "partition_finished"].samples[0].value == 0.0
+
+
+def test_a_member_waiting_for_kafka_stops_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "down.ini"
+    cfg.write_text(f"""
+[cluster]
+pipeline = spec_examples:AggregationPipeline
+python_path = {CONFIGS}
+workers = 1
+tasks = partition
+output_dir = {tmp_path / "out"}
+
+[pipeline:AggregationPipeline]
+shard_key = user_id
+
+[connection:KafkaConnection]
+bootstrap_servers = 127.0.0.1:{port}
+
+[pipeline:AggregationPipeline:KafkaSource]
+topic = events
+
+[pipeline:AggregationPipeline:KafkaSink]
+topic = out
+""")
+    log = tmp_path / "member.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "cluster", "run", str(cfg)], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while f"cannot reach Kafka at 127.0.0.1:{port}" not in log.read_text():
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 128 + signal.SIGTERM
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert "retrying in" in log.read_text()
