@@ -135,6 +135,7 @@ class KafkaSource(Source):
         self.topics = [t.strip() for t in str(self.Config["topic"]).split(",") if t.strip()]
         self.positions: dict[str, int] = {}
         self._consumer: Any = None
+        self._started = False
         self._seek_to: dict[str, int] = {}
 
     @property
@@ -217,6 +218,7 @@ class KafkaSource(Source):
             return consumer
 
         consumer = await start_consumer(make, settings["bootstrap_servers"])
+        self._started = True
         if own is not None:
             self._on_assigned(consumer.assignment())
         return consumer
@@ -279,6 +281,7 @@ class KafkaSource(Source):
         finally:
             await consumer.stop()
             self._consumer = None
+            self._started = False
 
     def _raw_batch(self, polled: dict[Any, list[Any]], limit: int) -> SourceBatch:
         """Values undecoded (the coordinator decodes only the routing fields)."""
@@ -334,8 +337,8 @@ class KafkaSource(Source):
         from aiokafka.errors import KafkaError
 
         consumer = self._consumer
-        if consumer is None:
-            return None
+        if consumer is None or not self._started:
+            return None  # still starting: start_consumer says when no broker answers
         try:
             await asyncio.wait_for(consumer.topics(), timeout)
         except TimeoutError:
