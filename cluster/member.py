@@ -461,6 +461,25 @@ class Member:
         return rc
 
 
+_PARTITION_METRICS = [  # name, type, row key, help
+    ("partition_records_read_total", "counter", "records_read",
+     "Records read from the partition, as of its newest checkpoint."),
+    ("partition_offset", "gauge", "offset", "Offset of the partition's newest checkpoint."),
+    ("partition_lag", "gauge", "lag",
+     "Messages between the newest checkpoint's offset and the partition's end."),
+    ("partition_dead_letters_total", "counter", "dead_letters",
+     "Dead letters of the partition, as of its newest checkpoint."),
+    ("partition_late_events_total", "counter", "late_events",
+     "Late events of the partition, as of its newest checkpoint."),
+    ("partition_watermark_seconds", "gauge", "watermark",
+     "The partition's watermark at its newest checkpoint (epoch seconds)."),
+    ("partition_checkpoint_age_seconds", "gauge", "checkpoint_age_s",
+     "Seconds since the partition's newest checkpoint (when last read)."),
+    ("partition_finished", "gauge", "finished",
+     "1 when the partition's task reached its end (stop_at_end)."),
+]
+
+
 def render_metrics(snap: dict[str, Any]) -> str:
     """A member's snapshot in the Prometheus text format."""
     t = Exposition(pipeline=snap["pipeline"], member=snap["member"])
@@ -482,26 +501,8 @@ def render_metrics(snap: dict[str, Any]) -> str:
                              float(value) if isinstance(value, bool) else value))
         return samples
 
-    t.metric("partition_records_read_total", "counter",
-             "Records read from the partition, as of its newest checkpoint.",
-             each("records_read"))
-    t.metric("partition_offset", "gauge", "Offset of the partition's newest checkpoint.",
-             each("offset"))
-    t.metric("partition_lag", "gauge",
-             "Messages between the newest checkpoint's offset and the partition's end.",
-             each("lag"))
-    t.metric("partition_dead_letters_total", "counter",
-             "Dead letters of the partition, as of its newest checkpoint.", each("dead_letters"))
-    t.metric("partition_late_events_total", "counter",
-             "Late events of the partition, as of its newest checkpoint.", each("late_events"))
-    t.metric("partition_watermark_seconds", "gauge",
-             "The partition's watermark at its newest checkpoint (epoch seconds).",
-             each("watermark"))
-    t.metric("partition_checkpoint_age_seconds", "gauge",
-             "Seconds since the partition's newest checkpoint (when last read).",
-             each("checkpoint_age_s"))
-    t.metric("partition_finished", "gauge",
-             "1 when the partition's task reached its end (stop_at_end).", each("finished"))
+    for name, kind, key, help_text in _PARTITION_METRICS:
+        t.metric(name, kind, help_text, each(key))
     return t.text()
 
 
