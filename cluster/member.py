@@ -37,7 +37,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +61,13 @@ REFRESH_EVERY = 5.0  # re-read the partitions' checkpoints and end offsets
 
 @dataclass
 class Task:
-    """One partition task: its process and folders."""
+    """One partition task: its process, its checkpoints, the offset committed for it."""
 
     partition: str
     proc: subprocess.Popen[bytes]
-    output_dir: Path
     checkpoint_dir: Path
     committed: int | None = None
     stopping: bool = False
-    started: float = field(default_factory=time.monotonic)
 
 
 def _newest_manifest(directory: Path) -> dict[str, Any] | None:
@@ -195,7 +193,7 @@ class Member:
         # once; the task still dies with the member (PDEATHSIG).
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                 preexec_fn=child_setup, start_new_session=True)
-        self.tasks[partition] = Task(partition, proc, out, cp_dir)
+        self.tasks[partition] = Task(partition, proc, cp_dir)
         self.tasks_started += 1
 
     async def start_tasks(self, partitions: list[str]) -> None:
