@@ -39,3 +39,14 @@ def test_every_config_key_is_documented(cls: type) -> None:
     assert rows, f"README has no row for {cls.__name__}"
     missing = sorted(k for k in _config_keys(cls) if f"`{k}`" not in rows[0])
     assert not missing, f"{cls.__name__}: README does not name {missing}"
+
+
+def test_every_cluster_pipeline_and_connection_key_is_documented() -> None:
+    from bspump.kafka import CONNECTION_KEYS
+    from cluster.config import CLUSTER_KEYS, PIPELINE_KEYS
+
+    text = README.read_text()
+    reference = text[text.index("## Config reference"):text.index("## Semantics")]
+    missing = [k for k in [*CLUSTER_KEYS, *PIPELINE_KEYS, *CONNECTION_KEYS]
+               if f"`{k}`" not in reference]
+    assert not missing, f"the README's config reference does not name {missing}"
