@@ -268,33 +268,38 @@ def test_a_host_that_leaves_hands_its_partitions_over_at_once(group: Group) -> N
     g = group
     a, a_name = g.start("a")
     b, b_name = g.start("b")
-    _wait("both hosts to checkpoint their partitions",
-          lambda: all(g.owners(p) for p in range(PARTITIONS)) and
-          {g.owners(p)[-1] for p in range(PARTITIONS)} == {a_name, b_name},
-          [a, b])
-    b_parts = [p for p in range(PARTITIONS) if g.owners(p)[-1] == b_name]
-
-    # Each host's /metrics names the partitions it owns: together all, none twice.
-    urls = {name: re.search(r"member metrics on (http://\S+/metrics)", g.log(name))
+    pattern = re.compile(r"member metrics on (http://\S+/metrics)")
+    _wait("both hosts to serve their metrics",
+          lambda: all(pattern.search(g.log(name)) for name in ("a", "b")), [a, b])
+    urls = {name: pattern.search(g.log(name)).group(1)  # type: ignore[union-attr]
             for name in ("a", "b")}
-    assert all(urls.values()), g.log("a")[-2000:]
 
-    def owned() -> dict[str, set[str]]:
+    def owned() -> dict[str, set[int]]:
+        """The partitions each host's /metrics names."""
         found = {}
         for name, url in urls.items():
-            assert url is not None
-            with urllib.request.urlopen(url.group(1), timeout=10) as resp:
+            with urllib.request.urlopen(url, timeout=10) as resp:
                 text = resp.read().decode()
             fams = {f.name: f for f in parser.text_string_to_metric_families(text)}
-            found[name] = {smp.labels["partition"]
+            found[name] = {int(smp.labels["partition"])
                            for smp in fams["bspump_cluster_partition_offset"].samples}
         return found
 
-    def split_once() -> bool:
-        o = owned()
-        return o["a"] | o["b"] == {str(p) for p in range(PARTITIONS)} and not o["a"] & o["b"]
+    split: dict[str, set[int]] = {}
 
-    _wait("the hosts' metrics to cover every partition once", split_once, [a, b])
+    def split_between_them() -> bool:
+        """Each host names some partitions: together all of them, none twice."""
+        split.update(owned())
+        a_set, b_set = split["a"], split["b"]
+        return bool(a_set and b_set) and a_set | b_set == set(range(PARTITIONS)) \
+            and not a_set & b_set
+
+    _wait("the hosts' metrics to split the partitions between them", split_between_them,
+          [a, b])
+    a_parts, b_parts = sorted(split["a"]), sorted(split["b"])
+    _wait("each host to checkpoint the partitions it owns",
+          lambda: all(g.owners(p) and g.owners(p)[-1] == a_name for p in a_parts) and
+          all(g.owners(p) and g.owners(p)[-1] == b_name for p in b_parts), [a, b])
     os.kill(b.pid, signal.SIGTERM)
     assert b.wait(30) == 128 + signal.SIGTERM
     b_final = {p: g.manifests(p)[-1] for p in b_parts}
