@@ -204,6 +204,26 @@ def newest_complete(directory: Path) -> Checkpoint | None:
     return None
 
 
+def complete_manifests(directory: Path, limit: int) -> list[dict[str, Any]]:
+    """Manifests of the ``limit`` newest complete checkpoints, newest first.
+
+    Sizes are checked, checksums are not read, and nothing is logged: for readers that
+    watch another process's checkpoints (which that process checks as it restores).
+    A folder being written or pruned right now just does not count.
+    """
+    found: list[dict[str, Any]] = []
+    try:
+        for cp in reversed(scan(directory)):
+            verify(cp, checksums=False)
+            if cp.complete and cp.manifest is not None:
+                found.append(cp.manifest)
+                if len(found) == limit:
+                    break
+    except OSError:
+        pass
+    return found
+
+
 def next_id(directory: Path) -> int:
     """An id above every existing folder's."""
     existing = scan(directory)

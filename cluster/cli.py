@@ -210,8 +210,7 @@ def _partitions_status(settings: ClusterSettings, as_json: bool) -> int:
 
     dirs = partition_checkpoint_dirs(settings)
     if not dirs:
-        where = settings.checkpoint_dir if settings.config.get("cluster", "checkpoint_dir") \
-            else settings.output_dir
+        where = settings.checkpoint_dir if settings.checkpoint_dir_set else settings.output_dir
         print(f"bspump-cluster: no partition has a checkpoint in {where} yet", file=sys.stderr)
         return supervisor.EXIT_FAILED
     rows = [partition_status(p, dirs[p]) for p in sorted(dirs, key=_partition_order)]

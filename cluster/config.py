@@ -258,6 +258,9 @@ class ClusterSettings:
     max_lag: float | None
     routing: PipelineSettings
     checkpoint_dir: Path | None = None
+    # Whether checkpoint_dir was configured (partition tasks then share it, one folder
+    # per partition) rather than defaulting to <output_dir>/checkpoints.
+    checkpoint_dir_set: bool = False
     checkpoint_interval: float = 10.0
     checkpoint_events: int = 5_000_000
     checkpoints_kept: int = 3
@@ -405,6 +408,7 @@ def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = 
         tasks=tasks,
         partition=partition,
         checkpoint_dir=checkpoint_dir,
+        checkpoint_dir_set=bool(raw_cp),
         checkpoint_interval=cfg.get_float("cluster", "checkpoint_interval", 10.0, minimum=0.01),
         checkpoint_events=cfg.get_int("cluster", "checkpoint_events", 5_000_000, minimum=1),
         checkpoints_kept=cfg.get_int("cluster", "checkpoints_kept", 3, minimum=1),

@@ -46,7 +46,6 @@ from bspump.kafka import KafkaSource, client_options, start_consumer
 from bspump.loader import load_pipeline
 from cluster import checkpoint, httpd
 from cluster.config import ClusterSettings, load_cluster_settings, partition_folder
-from cluster.errors import CheckpointError, ConfigError
 from cluster.logs import MEMBER_ENV, TASK_ENV
 from cluster.prometheus import Exposition
 from cluster.supervisor import EXIT_FAILED, EXIT_OK, child_setup, describe_exit
@@ -70,54 +69,31 @@ class Task:
     stopping: bool = False
 
 
-def _newest_manifest(directory: Path) -> dict[str, Any] | None:
-    """The manifest of the newest complete checkpoint (files not read: the task checked them)."""
-    try:
-        for cp in reversed(checkpoint.scan(directory)):
-            checkpoint.verify(cp, checksums=False)
-            if cp.complete and cp.manifest is not None:
-                return cp.manifest
-    except (OSError, CheckpointError, ValueError):
-        pass  # being written or pruned right now: next time
-    return None
-
-
 _FOLDER = re.compile(r"^(?P<topic>.+)-(?P<number>\d+)$")
 
 
 def partition_checkpoint_dirs(settings: ClusterSettings) -> dict[str, Path]:
     """``topic:N`` -> checkpoint folder of every partition that has one in the shared location."""
     found: dict[str, Path] = {}
-    roots = [settings.output_dir]
-    explicit = settings.config.get("cluster", "checkpoint_dir")
-    if explicit and settings.checkpoint_dir is not None:
-        roots = [settings.checkpoint_dir]
-    for root in roots:
-        if not root.is_dir():
+    shared = settings.checkpoint_dir_set and settings.checkpoint_dir is not None
+    root = settings.checkpoint_dir if shared else settings.output_dir
+    assert root is not None
+    if not root.is_dir():
+        return found
+    for folder in sorted(root.iterdir()):
+        m = _FOLDER.match(folder.name)
+        if m is None or not folder.is_dir():
             continue
-        for folder in sorted(root.iterdir()):
-            m = _FOLDER.match(folder.name)
-            if m is None or not folder.is_dir():
-                continue
-            cp_dir = folder if root is not settings.output_dir else folder / "checkpoints"
-            if cp_dir.is_dir():
-                found[f"{m['topic']}:{m['number']}"] = cp_dir
+        cp_dir = folder if shared else folder / "checkpoints"
+        if cp_dir.is_dir():
+            found[f"{m['topic']}:{m['number']}"] = cp_dir
     return found
 
 
 def partition_status(partition: str, cp_dir: Path, now: float | None = None) -> dict[str, Any]:
     """One partition's figures from its two newest complete checkpoints."""
     now = time.time() if now is None else now
-    manifests = []
-    try:
-        for cp in reversed(checkpoint.scan(cp_dir)):
-            checkpoint.verify(cp, checksums=False)
-            if cp.complete and cp.manifest is not None:
-                manifests.append(cp.manifest)
-                if len(manifests) == 2:
-                    break
-    except OSError:
-        pass
+    manifests = checkpoint.complete_manifests(cp_dir, 2)
     row: dict[str, Any] = {"partition": partition, "checkpoint_id": None}
     if not manifests:
         return row
@@ -261,10 +237,10 @@ class Member:
             return
         offsets = {}
         for t in self.tasks.values():
-            manifest = _newest_manifest(t.checkpoint_dir)
-            if manifest is None:
+            manifests = checkpoint.complete_manifests(t.checkpoint_dir, 1)
+            if not manifests:
                 continue
-            position = (manifest.get("position") or {}).get(t.partition)
+            position = (manifests[0].get("position") or {}).get(t.partition)
             if position is None or position == t.committed:
                 continue
             topic, _, number = t.partition.rpartition(":")
@@ -506,7 +482,5 @@ def render_metrics(snap: dict[str, Any]) -> str:
 
 def run(settings: ClusterSettings, in_process: bool = False) -> int:
     """``bspump-cluster run`` with ``tasks = partition``: this host's group member."""
-    if settings.checkpoint_dir is None:
-        raise ConfigError("tasks = partition needs checkpoint_dir")
     member = Member(settings, in_process=in_process)
     return asyncio.run(member.run())

@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = Config.load(args.config)
         settings = load_cluster_settings(cfg, Path(args.config), workers=args.workers,
-                                         output_dir=args.output_dir,
-                                         partition=args.partition)
+                                         output_dir=args.output_dir, partition=args.partition)
         coord = Coordinator(settings, args.run_id, 1 if args.in_process else args.workers,
                             fresh=args.fresh, restarts=args.restarts)
     except ConfigError as e:

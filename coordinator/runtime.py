@@ -291,8 +291,7 @@ class Coordinator:
         # Not stoppable: a stop waits for the checkpoint in progress (and takes its own).
         await self._wait(lambda: len(self.cp_files) == self.workers, stoppable=False)
         self.cp_waiting = None
-        manifest = self._manifest(cp_id, {name: meta for files in self.cp_files.values()
-                                          for name, meta in files.items()})
+        manifest = self._manifest(cp_id)
         self._check_still_owner()
         checkpoint.write_manifest(folder, manifest)
         self._save_persistent()
@@ -311,8 +310,8 @@ class Coordinator:
         self._cp_clock = time.monotonic()
         self._cp_records = self.records_read
 
-    def _manifest(self, cp_id: int, files: dict[str, Any],
-                  finished: bool = False) -> dict[str, Any]:
+    def _manifest(self, cp_id: int, finished: bool = False) -> dict[str, Any]:
+        """The manifest of checkpoint ``cp_id``: this moment and the workers' files."""
         return {
             "format": checkpoint.FORMAT,
             "id": cp_id,
@@ -327,7 +326,8 @@ class Coordinator:
                          "window_rows": self.window_rows,
                          "events_processed": self.restored_events + sum(self.processed)},
             "outputs": self.outputs.lengths(),
-            "files": files,
+            "files": {name: meta for files in self.cp_files.values()
+                      for name, meta in files.items()},
             "partition": self.settings.partition,
             "owner": os.environ.get(MEMBER_ENV) or socket.gethostname(),
             "finished": finished,
@@ -359,8 +359,7 @@ class Coordinator:
         assert self.cp_dir is not None
         cp_id = self.cp_next_id
         self.cp_next_id += 1
-        files = {name: meta for files in self.cp_files.values() for name, meta in files.items()}
-        checkpoint.write_manifest(folder, self._manifest(cp_id, files, finished=True))
+        checkpoint.write_manifest(folder, self._manifest(cp_id, finished=True))
         checkpoint.prune(self.cp_dir, self.settings.checkpoints_kept, cp_id)
         log.info("partition %s finished at %s (checkpoint %d)", self.settings.partition,
                  json.dumps(self.position), cp_id)

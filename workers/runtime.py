@@ -58,6 +58,12 @@ class ShardRuntime:
             return [wire.ACK, self.worker, -1, None, {"dead": dead_now}]
         return None
 
+    def _write_state(self, folder: str) -> dict[str, dict[str, int]]:
+        """This shard's state into a checkpoint folder; every file's size and crc32."""
+        writer = ShardWriter(Path(folder), self.worker)
+        self.pipeline.checkpoint(writer)
+        return writer.close()
+
     def handle(self, msg: list[Any]) -> list[Any] | None:
         """Act on one message; return the reply to send, if any."""
         kind = msg[0]
@@ -80,18 +86,13 @@ class ShardRuntime:
             seq, last_time, folder = msg[1], msg[2], msg[3]
             self.pipeline.finish(last_time)
             self.finished = True
-            files = None
-            if folder is not None:  # a partition task's final state
-                writer = ShardWriter(Path(folder), self.worker)
-                self.pipeline.checkpoint(writer)
-                files = writer.close()
+            # A partition task's final state, else None.
+            files = self._write_state(folder) if folder is not None else None
             return [wire.DONE, self.worker, seq, self._report(), files]
         if kind == wire.BARRIER:
             cp_id, folder = msg[1], msg[2]
-            writer = ShardWriter(Path(folder), self.worker)
-            self.pipeline.checkpoint(writer)
-            files = writer.close()
-            return [wire.CHECKPOINTED, self.worker, cp_id, files, self._report()]
+            return [wire.CHECKPOINTED, self.worker, cp_id, self._write_state(folder),
+                    self._report()]
         if kind == wire.RESTORE:
             folder, old_workers = Path(msg[1]), int(msg[2])
             readers = [ShardReader(folder, w) for w in range(old_workers)]
@@ -212,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("worker", worker=args.worker)  # text, or JSON (--log-format json on run)
     cfg = Config.load(args.config)
     settings = load_cluster_settings(cfg, Path(args.config), workers=args.workers,
-                                     output_dir=args.output_dir,
-                                         partition=args.partition)
+                                     output_dir=args.output_dir, partition=args.partition)
     run = RunInfo(role=ROLE_SHARD, run_id=args.run_id, worker=args.worker, workers=args.workers,
                   output_dir=settings.output_dir,
                   event_time=settings.routing.time_field is not None,
