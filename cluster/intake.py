@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
@@ -23,41 +22,23 @@ import numpy as np
 from cluster.config import PipelineSettings
 from cluster.errors import RecordError
 from cluster.layout import Layout, check_key, geo_cell, key_extractor
+from cluster.records import (
+    MAX_TIME,
+    MIN_TIME,
+    Limits,
+    batch_may_be_too_deep,
+    depth_exceeds,
+    parse_event_time,
+    preview,
+    preview_object,
+    time_out_of_range,
+    too_deep,
+    too_deep_reason,
+)
 
-# Event times outside this range are almost surely a unit mistake (ms, ns): refuse them
-# instead of pushing the watermark to the year 50,000 and making every later record late.
-MIN_TIME = 0.0
-MAX_TIME = 32503680000.0  # 3000-01-01
+__all__ = ["Chunk", "Intake", "IntakeResult", "Rejected", "parse_event_time"]
 
 _CACHE_LIMIT = 1 << 20
-
-
-def parse_event_time(value: Any) -> float:
-    """Epoch seconds from a number, a numeric string or an ISO-8601 string."""
-    if isinstance(value, bool) or value is None:
-        raise RecordError(f"event time is {value!r}")
-    if isinstance(value, (int, float)):
-        try:
-            t = float(value)
-        except OverflowError:  # a JSON integer of hundreds of digits
-            raise RecordError("event time is a number too large for a float") from None
-    elif isinstance(value, str):
-        try:
-            t = float(value)
-        except ValueError:
-            try:
-                dt = datetime.fromisoformat(value)
-            except ValueError:
-                raise RecordError(f"event time {value!r} is neither a number nor ISO-8601")\
-                    from None
-            if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=UTC)
-            t = dt.timestamp()
-    else:
-        raise RecordError(f"event time has type {type(value).__name__}")
-    if not (MIN_TIME <= t < MAX_TIME) or math.isnan(t):
-        raise RecordError(f"event time {value!r} is outside 1970..3000 (epoch seconds expected)")
-    return t
 
 
 def _route_struct(routing: PipelineSettings) -> type:
@@ -79,12 +60,6 @@ def _route_struct(routing: PipelineSettings) -> type:
 
 _get_t = attrgetter("t")
 _get_k = attrgetter("k")
-
-
-def _text(line: bytes) -> str:
-    """A raw record as text for a dead letter."""
-    text = line[:4096].decode("utf-8", "replace")
-    return text if len(line) <= 4096 else f"{text}... ({len(line)} bytes)"
 
 
 @dataclass
@@ -115,12 +90,19 @@ class IntakeResult:
     accepted: int = 0
 
 
+def _placed(where: Callable[[int], str] | None, i: int, error: RecordError) -> str:
+    """A dead letter's reason, after the record's place when it is known."""
+    return f"{where(i)}: {error}" if where is not None else str(error)
+
+
 class Intake:
     """Routes records to workers and keeps the watermark (see module docstring)."""
 
-    def __init__(self, routing: PipelineSettings, layout: Layout, tick: float) -> None:
+    def __init__(self, routing: PipelineSettings, layout: Layout, tick: float,
+                 limits: Limits | None = None) -> None:
         if not tick > 0:
             raise ValueError("tick must be positive")
+        self.limits = limits or Limits()
         self.routing = routing
         self.layout = layout
         self.tick = tick
@@ -153,16 +135,28 @@ class Intake:
         w = self._cache[key] = self.layout.worker_of(key)
         return w
 
-    def feed(self, records: list[Any], now: float | None = None) -> IntakeResult:
-        """Route one batch of decoded records; ``now`` stamps them in processing time."""
+    def feed(self, records: list[Any], now: float | None = None,
+             where: Callable[[int], str] | None = None) -> IntakeResult:
+        """Route one batch of decoded records; ``now`` stamps them in processing time.
+
+        ``where(i)`` names the origin of record ``i`` for dead letters, when the source
+        knows it. Records are checked like raw ones (nested at most
+        ``max_record_depth``), since a source of the user's own may build any value.
+        """
         result = IntakeResult()
         key_of = self._key
         tf = self._time_field
+        max_depth = self.limits.max_depth
         kept: list[Any] = []
         keys: list[Any] = []
         times: list[float] = []
-        for record in records:
+        for i, record in enumerate(records):
             try:
+                if depth_exceeds(record, max_depth):
+                    # Too deep to write as JSON: a dead letter keeps bounded text only.
+                    result.dead.append(Rejected(preview_object(record), _placed(
+                        where, i, RecordError(too_deep_reason(self.limits)))))
+                    continue
                 key = key_of(record)
                 if tf is None:
                     t = 0.0
@@ -173,7 +167,7 @@ class Intake:
                         raise RecordError(f"missing time field {tf!r}") from None
                     t = parse_event_time(raw_time)
             except RecordError as e:
-                result.dead.append(Rejected(record, str(e)))
+                result.dead.append(Rejected(record, _placed(where, i, e)))
                 continue
             kept.append(record)
             keys.append(key)
@@ -188,14 +182,18 @@ class Intake:
         ``where(i)`` names the origin of line ``i`` (``file:line``) for dead letters.
         """
         result = IntakeResult()
-        try:
-            routes: list[Any] = self._decode_all.decode(b"[" + b",".join(lines) + b"]")
-        except msgspec.DecodeError:
+        joined = b"[" + b",".join(lines) + b"]"
+        routes: list[Any] | None = None
+        if not batch_may_be_too_deep(joined, len(lines), self.limits):
+            try:
+                routes = self._decode_all.decode(joined)
+            except (msgspec.DecodeError, RecursionError):
+                pass  # some line is not a usable object: judge each one alone
+        if routes is None:
             routes = [self._decode_one_line(line, where(i), result)
                       for i, line in enumerate(lines)]
-        else:
-            if self._vector_raw(lines, routes, now, result):
-                return result
+        elif self._vector_raw(lines, routes, now, result):
+            return result
         spec = self.routing.shard_key
         geo = spec.geo
         name = spec.field or ""
@@ -224,7 +222,7 @@ class Intake:
                 else:
                     t = parse_event_time(r.t)
             except RecordError as e:
-                result.dead.append(Rejected(_text(lines[i]), f"{where(i)}: {e}"))
+                result.dead.append(Rejected(preview(lines[i]), f"{where(i)}: {e}"))
                 continue
             kept.append(lines[i])
             keys.append(key)
@@ -287,8 +285,7 @@ class Intake:
             bad = ~((times >= MIN_TIME) & (times < MAX_TIME))
             if bad.any():
                 for i in np.flatnonzero(bad).tolist():
-                    result.dead.append(Rejected(batch.row(i), f"event time {times[i]!r} is "
-                                                "outside 1970..3000 (epoch seconds expected)"))
+                    result.dead.append(Rejected(batch.row(i), time_out_of_range(times[i])))
                 good = np.flatnonzero(~bad)
                 batch, times, workers = batch[good], times[good], workers[good]
 
@@ -404,14 +401,19 @@ class Intake:
         result.accepted += len(keep)
 
     def _decode_one_line(self, line: bytes, where: str, result: IntakeResult) -> Any:
-        if line.isspace():
-            return None  # a blank line is no record
+        """The routing fields of one raw record, or None after a dead letter for it."""
+        if too_deep(line, self.limits):
+            result.dead.append(Rejected(preview(line), f"{where}: {too_deep_reason(self.limits)}"))
+            return None
         try:
             return self._decode_one.decode(line)
         except msgspec.ValidationError:
-            result.dead.append(Rejected(_text(line), f"{where}: not a JSON object"))
+            reason = "not a JSON object"
         except msgspec.DecodeError as e:
-            result.dead.append(Rejected(_text(line), f"{where}: malformed JSON: {e}"))
+            reason = f"malformed JSON: {e}"
+        except RecursionError:  # not reached after too_deep; a decoder crash costs one record
+            reason = too_deep_reason(self.limits)
+        result.dead.append(Rejected(preview(line), f"{where}: {reason}"))
         return None
 
     def _split(self, records: list[Any], keys: list[Any], times: list[float],

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
 import pytest
 
 from cluster.config import PipelineSettings, ShardKeySpec
@@ -246,3 +247,89 @@ def test_equal_keys_of_different_types_route_alike_in_any_order() -> None:
         result = intake.feed([{"k": k, "ts": T0} for k in order])
         owners = {w for c in result.chunks for w, ev in enumerate(c.events) if ev}
         assert owners == {Layout(8, 64).worker_of(1)}
+
+
+# -- one record rule on every route (issue 11 item 2) ----------------------------------------
+
+
+def nested(depth: int) -> str:
+    """A JSON array nested ``depth`` levels deep."""
+    return "[" * depth + "]" * depth
+
+
+def raw_lines(n: int) -> list[bytes]:
+    return [b'{"k": "u%d", "ts": %r}' % (i, T0 + i) for i in range(n)]
+
+
+def where_line(i: int) -> str:
+    return f"in.jsonl:{i + 1}"
+
+
+def accepted_events(result: Any) -> list[Any]:
+    return [e for c in result.chunks for events in c.events for e in events]
+
+
+@pytest.mark.parametrize("depth", [65, 1000, 5000])
+def test_raw_record_nested_too_deep_is_one_dead_letter(depth: int) -> None:
+    lines = raw_lines(10)
+    bad = b'{"k": "u1", "ts": %r, "x": %s}' % (T0 + 3.5, nested(depth).encode())
+    lines.insert(4, bad)
+    intake = make_intake()
+    result = intake.feed_raw(lines, where_line)
+    assert result.accepted == 10
+    assert sorted(accepted_events(result)) == sorted(raw_lines(10))
+    assert len(result.dead) == 1
+    assert result.dead[0].reason == "in.jsonl:5: record nests deeper than max_record_depth=64"
+    assert isinstance(result.dead[0].record, str) and len(result.dead[0].record) < 600
+
+
+def test_raw_record_at_the_depth_limit_is_kept() -> None:
+    # 64 levels: the object itself and 63 arrays inside it.
+    line = b'{"k": "a", "ts": %r, "x": %s}' % (T0, nested(63).encode())
+    result = make_intake().feed_raw([line], where_line)
+    assert result.accepted == 1 and result.dead == []
+
+
+def test_raw_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    line = b'{"k": "a", "ts": %r, "x": "%s"}' % (T0, b"[{" * 500)
+    result = make_intake().feed_raw([line], where_line)
+    assert result.accepted == 1 and result.dead == []
+
+
+@pytest.mark.parametrize("depth", [65, 1000])
+def test_decoded_record_nested_too_deep_is_one_dead_letter(depth: int) -> None:
+    deep: Any = []
+    for _ in range(depth - 2):
+        deep = [deep]
+    records = [{"k": "a", "ts": T0}, {"k": "b", "ts": T0, "x": deep}, {"k": "c", "ts": T0}]
+    result = make_intake().feed(records, where=lambda i: f"stdin:{i + 1}")
+    assert result.accepted == 2
+    assert [d.reason for d in result.dead] == [
+        "stdin:2: record nests deeper than max_record_depth=64"]
+    assert len(result.dead[0].record) < 600  # bounded text, never the deep value
+
+
+def test_dead_letter_on_every_route_names_place_and_reason() -> None:
+    # Per record: the place the source gave.
+    result = make_intake().feed([{"k": "a", "ts": T0}, {"ts": T0}],
+                                where=lambda i: f"in.csv:{i + 2}")
+    assert [d.reason for d in result.dead] == ["in.csv:3: missing shard key field 'k'"]
+    assert result.dead[0].record == {"ts": T0}
+    # Raw: file:line and a preview of the line.
+    lines = [b'{"k": "a", "ts": 1e300}', b'{"k": "a", "ts": %r}' % T0, b"{oops" + b"x" * 2000]
+    result = make_intake().feed_raw(lines, where_line)
+    dead = {d.reason.split(": ", 1)[0]: d for d in result.dead}
+    assert sorted(dead) == ["in.jsonl:1", "in.jsonl:3"]
+    assert "event time" in dead["in.jsonl:1"].reason and "1970..3000" in dead["in.jsonl:1"].reason
+    assert "malformed JSON" in dead["in.jsonl:3"].reason
+    assert dead["in.jsonl:3"].record == "{oops" + "x" * 507 + "... (2005 bytes)"
+    # Columnar: the row, and the reason.
+    from bspump.batch import EventBatch
+
+    ts = np.array([T0, -5.0])
+    batch = EventBatch(ts, {"k": np.array([1, 2]), "ts": ts})
+    result = make_intake().feed_columns(batch)
+    assert result.accepted == 1
+    assert [d.reason for d in result.dead] == [
+        "event time -5.0 is outside 1970..3000 (epoch seconds expected)"]
+    assert result.dead[0].record["k"] == 2
