@@ -35,6 +35,7 @@ class RunInfo:
     # Event-time span a window ring must hold beyond its window: lateness, merge lag, a tick.
     ring_span: float = 0.0
     max_record_bytes: int = 1 << 20
+    max_record_depth: int = 64
     key_groups: int = 256
     # A partition task's Kafka partition ("topic:N"): its source reads only that one.
     partition: str | None = None

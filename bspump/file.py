@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
-import io
-import json
 import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import msgpack
 
 from bspump.processor import Sink, Source, SourceBatch
+from cluster.errors import RecordError
 from cluster.outputs import dumps
+from cluster.records import (
+    BOM,
+    Limits,
+    check_object,
+    decode_json,
+    line_place,
+    preview,
+    preview_object,
+    too_large,
+)
 
 if TYPE_CHECKING:
     from bspump.application import Application
     from bspump.pipeline import Pipeline
-
-_PREVIEW = 512
-
 
 def _skip_line(f: IO[bytes]) -> int:
     """Read past the rest of an over-long line without holding it; bytes skipped."""
@@ -34,9 +41,10 @@ def _skip_line(f: IO[bytes]) -> int:
             return skipped
 
 
-def _preview(raw: bytes) -> str:
-    text = raw[:_PREVIEW].decode("utf-8", "replace")
-    return text + (f"... ({len(raw)} bytes)" if len(raw) > _PREVIEW else "")
+def _skip_bom(f: IO[bytes]) -> None:
+    """At the start of a file, step over a UTF-8 byte-order mark: it is no part of a record."""
+    if f.tell() == 0 and f.read(len(BOM)) != BOM:
+        f.seek(0)
 
 
 class _FileSource(Source):
@@ -66,17 +74,21 @@ class _FileSource(Source):
 
 
 class FileJSONLinesSource(_FileSource):
-    """One JSON object per line. Position: byte offset and line number after a batch."""
+    """One JSON object per line. Position: byte offset and line number after a batch.
+
+    Blank lines are not records: they are skipped and not counted. Every other line is
+    handed on as a record or as a dead letter (``file:line``, reason, preview).
+    """
 
     supports_raw = True
     RAW_CHUNK = 1 << 20
 
     def _resume(self, f: IO[bytes]) -> int:
         """Seek to the saved position; the number of lines before it."""
-        if not self._start_at:
-            return 0
-        f.seek(int(self._start_at["offset"]))
-        return int(self._start_at["line"])
+        if self._start_at:
+            f.seek(int(self._start_at["offset"]))
+        _skip_bom(f)
+        return int(self._start_at["line"]) if self._start_at else 0
 
     async def batches(self) -> AsyncIterator[SourceBatch]:
         """Read the file in batches of ``batch`` lines (raw: in chunks of about 1 MiB)."""
@@ -84,49 +96,50 @@ class FileJSONLinesSource(_FileSource):
             async for batch in self._raw_batches():
                 yield batch
             return
-        limit = self.max_record_bytes
+        limits = self.record_limits
+        limit = limits.max_bytes
         name = str(self.path)
         with self._open() as f:
             line_no = self._resume(f)
-            loads = json.loads
             while True:
                 records: list[Any] = []
+                numbers: list[int] = []
                 dead: list[tuple[Any, str]] = []
                 at_end = False
                 for _ in range(self.batch):
-                    line = f.readline(limit + 1)
+                    # The newline is not part of the record: read one byte more for it.
+                    line = f.readline(limit + 2)
                     if not line:
                         at_end = True
                         break
                     line_no += 1
-                    if len(line) > limit and not line.endswith(b"\n"):
-                        size = len(line) + _skip_line(f)
-                        dead.append((_preview(line), f"{name}:{line_no}: record of {size} "
-                                                     f"bytes exceeds max_record_bytes={limit}"))
+                    body = line.rstrip(b"\r\n")
+                    if len(body) > limit:
+                        size = len(line) + (0 if line.endswith(b"\n") else _skip_line(f))
+                        dead.append((preview(body), f"{line_place(name, line_no)}: "
+                                                    f"{too_large(size, limits)}"))
                         continue
-                    if not line.strip():
-                        continue
+                    if not body.strip():
+                        continue  # a blank line is no record
                     try:
-                        obj = loads(line)
-                    except ValueError as e:
-                        dead.append((_preview(line.rstrip(b"\r\n")),
-                                     f"{name}:{line_no}: malformed JSON: {e}"))
-                        continue
-                    if not isinstance(obj, dict):
-                        dead.append((obj, f"{name}:{line_no}: not a JSON object"))
+                        obj = decode_json(body, limits)
+                    except RecordError as e:
+                        dead.append((preview(body), f"{line_place(name, line_no)}: {e}"))
                         continue
                     records.append(obj)
+                    numbers.append(line_no)
                 # A batch of blank lines is not the end of the file: only EOF is.
                 if records or dead:
-                    yield SourceBatch(records, dead, {"offset": f.tell(), "line": line_no})
+                    yield SourceBatch(records, dead, {"offset": f.tell(), "line": line_no},
+                                      raw_origin=name, raw_lines=numbers)
                     await asyncio.sleep(0)
                 if at_end:
                     return
 
-
     async def _raw_batches(self) -> AsyncIterator[SourceBatch]:
         """Whole lines, undecoded: the coordinator decodes only what routing needs."""
-        limit = self.max_record_bytes
+        limits = self.record_limits
+        limit = limits.max_bytes
         name = str(self.path)
         with self._open() as f:
             line_no = self._resume(f)
@@ -138,35 +151,32 @@ class FileJSONLinesSource(_FileSource):
                     carry = lines.pop()
                 else:
                     lines, carry = ([carry] if carry else []), b""
-                oversize = 0
-                if len(carry) > limit:
-                    # An unfinished line already over the limit: skip to its end.
-                    oversize = len(carry) + _skip_line(f)
-                    carry = b""
-                raw: list[bytes] = []
                 dead: list[tuple[Any, str]] = []
-                numbers: list[int] | None = None  # only when lines were left out
+                oversize = b""
+                if len(carry.rstrip(b"\r")) > limit:
+                    # An unfinished line already over the limit: skip to its end.
+                    oversize, size = carry, len(carry) + _skip_line(f)
+                    carry = b""
                 first = line_no + 1
-                if lines and all(lines) and max(map(len, lines)) <= limit:
-                    raw, lines_left = lines, []  # the usual chunk: nothing to leave out
+                numbers: list[int] | None = None  # only when lines were left out
+                # The usual chunk, checked at C speed: nothing to leave out.
+                if lines and all(lines) and max(map(len, lines)) <= limit \
+                        and not any(map(bytes.isspace, lines)):
+                    raw = lines
                 else:
-                    lines_left = lines
-                for i, line in enumerate(lines_left):
-                    if line and len(line) <= limit and not line.isspace():
-                        raw.append(line)
-                        if numbers is not None:
+                    raw, numbers = [], []
+                    for i, line in enumerate(lines):
+                        if len(line.rstrip(b"\r")) > limit:
+                            dead.append((preview(line), f"{line_place(name, first + i)}: "
+                                                        f"{too_large(len(line), limits)}"))
+                        elif line and not line.isspace():  # a blank line is no record
+                            raw.append(line)
                             numbers.append(first + i)
-                        continue
-                    if numbers is None:
-                        numbers = list(range(first, first + i))
-                    if len(line) > limit:
-                        dead.append((_preview(line), f"{name}:{first + i}: record of {len(line)} "
-                                                     f"bytes exceeds max_record_bytes={limit}"))
                 line_no += len(lines)
                 if oversize:
                     line_no += 1
-                    dead.append((None, f"{name}:{line_no}: record of {oversize} bytes exceeds "
-                                       f"max_record_bytes={limit}"))
+                    dead.append((preview(oversize), f"{line_place(name, line_no)}: "
+                                                     f"{too_large(size, limits)}"))
                 if raw or dead:
                     position = {"offset": f.tell() - len(carry), "line": line_no}
                     yield SourceBatch([], dead, position, raw=raw, raw_origin=name,
@@ -189,46 +199,189 @@ def _number(text: str) -> Any:
         return float(text)
 
 
+class _RowTooLarge(Exception):
+    """Raised through csv.reader when the row being read passes max_record_bytes."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+class _CSVLines:
+    """The physical lines of a CSV file for ``csv.reader``, decoded one by one.
+
+    It remembers the lines of the row being parsed, so that a row that breaks (bad
+    bytes, too large, a quote never closed) costs that row alone: its first line is
+    reported, and the lines after it are read again (:meth:`again`).
+    """
+
+    def __init__(self, f: IO[bytes], encoding: str, limit: int) -> None:
+        self.f = f
+        self.encoding = encoding
+        self.limit = limit
+        self.line_no = 0
+        # (line number, bytes, size when the line was over the limit and cut short)
+        self.row: list[tuple[int, bytes, int]] = []
+        self.row_bytes = 0
+        self.undecodable: str | None = None
+        self.ended_in_row = False
+        self._again: list[tuple[int, bytes, int]] = []
+
+    def __iter__(self) -> _CSVLines:
+        return self
+
+    def __next__(self) -> str:
+        if self._again:
+            entry = self._again.pop()
+        else:
+            raw = self.f.readline(self.limit + 2)
+            if not raw:
+                self.ended_in_row = bool(self.row)  # csv wanted more: a quote is open
+                raise StopIteration
+            if self.line_no == 0 and raw.startswith(BOM):
+                raw = raw[len(BOM):]  # utf-8-sig: a byte-order mark costs nothing
+            self.line_no += 1
+            cut = 0
+            if len(raw.rstrip(b"\r\n")) > self.limit:
+                cut = len(raw) + (0 if raw.endswith(b"\n") else _skip_line(self.f))
+            entry = (self.line_no, raw, cut)
+        self.row.append(entry)
+        line_no, raw, cut = entry
+        self.row_bytes += cut or len(raw)
+        if cut or self.row_bytes > self.limit + len(self.row):
+            raise _RowTooLarge(self.row_bytes)
+        try:
+            text = raw.decode(self.encoding)
+        except UnicodeDecodeError as e:
+            if self.undecodable is None:
+                self.undecodable = f"line {line_no} is not valid {self.encoding}: {e.reason} " \
+                                   f"at byte {e.start}"
+            text = raw.decode(self.encoding, "replace")  # keep csv in step with the lines
+        # A last line without a newline still ends its row (csv would ask for more).
+        return text if text.endswith("\n") else text + "\n"
+
+    def take_row(self) -> tuple[int, bytes, str | None]:
+        """The finished row's first line, bytes and decoding problem; start the next row."""
+        first = self.row[0][0] if self.row else self.line_no
+        raw = b"".join(r for _, r, _ in self.row)
+        bad = self.undecodable
+        self.row, self.row_bytes, self.undecodable, self.ended_in_row = [], 0, None, False
+        return first, raw, bad
+
+    def again(self) -> None:
+        """Read the lines after the broken row's first line again, as new rows."""
+        self._again.extend(reversed(self.row[1:]))
+        self.row = self.row[:1]
+
+
 class FileCSVSource(_FileSource):
-    """A CSV file with a header row; numeric cells become numbers unless told otherwise."""
+    """A CSV file with a header row; numeric cells become numbers unless told otherwise.
+
+    Rows are decoded one by one (a UTF-8 byte-order mark is skipped). A row that cannot
+    be read (bytes not in ``encoding``, a wrong number of fields, larger than
+    ``max_record_bytes``, a quote never closed) is one dead letter naming the line where
+    it starts; the rows after it are read as usual. Blank lines are not records.
+    Position: the number of rows read.
+    """
 
     ConfigDefaults: dict[str, Any] = {"delimiter": ",", "convert_numbers": True,
                                       "encoding": "utf-8"}
 
+    def _encoding(self) -> str:
+        """The configured codec; rows are split on bytes, so it must be ASCII-compatible."""
+        raw = str(self.Config["encoding"])
+        try:
+            name = codecs.lookup(raw).name
+        except LookupError:
+            raise self.config_error("encoding", f"unknown encoding {raw!r}") from None
+        probe = "\r\n,;\t\"'|ab09"
+        try:
+            compatible = probe.encode(name) == probe.encode("ascii")
+        except UnicodeError:
+            compatible = False
+        if not compatible:
+            raise self.config_error("encoding", f"{raw!r} is not ASCII-compatible; CSV rows "
+                                    "are read line by line (utf-8, latin-1, cp1252 ... work)")
+        return "utf-8" if name == "utf-8-sig" else name
+
+    def _rows(self, f: IO[bytes], limits: Limits) -> Iterator[tuple[int, bytes, Any]]:
+        """(first line, bytes, cells) of every row; cells is a str reason for a dead row."""
+        lines = _CSVLines(f, self._encoding(), limits.max_bytes)
+        # Rows are bounded by max_record_bytes here, so csv's own (process-wide) field
+        # limit must not be lower, or a long field would break csv's reading.
+        if csv.field_size_limit() < limits.max_bytes:
+            csv.field_size_limit(limits.max_bytes)
+        delimiter = str(self.Config["delimiter"])
+        while True:
+            reader = csv.reader(lines, delimiter=delimiter)
+            try:
+                for cells in reader:
+                    if lines.ended_in_row:
+                        raise csv.Error("a quoted field is never closed")
+                    first, raw, bad = lines.take_row()
+                    if bad is not None:
+                        yield first, raw, bad
+                    elif cells:  # a blank line is no record
+                        yield first, raw, cells
+                if lines.row:  # csv gave up on an open row at the end: never lose it
+                    first, raw, _ = lines.take_row()
+                    yield first, raw, "a quoted field opened on this line is never closed"
+                return
+            except (_RowTooLarge, csv.Error) as e:
+                spans = len(lines.row) > 1
+                if isinstance(e, _RowTooLarge) and not spans:
+                    reason = too_large(e.size, limits)
+                elif isinstance(e, _RowTooLarge) or lines.ended_in_row:
+                    reason = "a quoted field opened on this line is never closed" + (
+                        f" within max_record_bytes={limits.max_bytes}"
+                        if isinstance(e, _RowTooLarge) else "")
+                else:
+                    reason = f"unreadable CSV: {e}"
+                if spans:
+                    lines.again()
+                first, raw, _ = lines.take_row()
+                yield first, raw, reason
+
     async def batches(self) -> AsyncIterator[SourceBatch]:
-        """Read rows in batches; position is the number of data rows read."""
+        """Read rows in batches; position is the number of rows read (dead ones too)."""
         convert = bool(self.Config["convert_numbers"])
         skip = int(self._start_at or 0)
-        with self._open() as raw:
-            text = io.TextIOWrapper(raw, encoding=self.Config["encoding"], newline="")
-            reader = csv.DictReader(text, delimiter=self.Config["delimiter"])
+        limits = self.record_limits
+        name = str(self.path)
+        with self._open() as f:
+            rows = self._rows(f, limits)
+            header: list[str] | None = None
+            for first, _raw, cells in rows:
+                if isinstance(cells, str):
+                    raise self.config_error("path", f"{line_place(name, first)}: the header "
+                                            f"row is unreadable: {cells}")
+                header = cells
+                break
+            if header is None:
+                return  # an empty file
             row_no = 0
             records: list[Any] = []
+            numbers: list[int] = []
             dead: list[tuple[Any, str]] = []
-            try:
-                for row in reader:
-                    row_no += 1
-                    if row_no <= skip:
-                        continue
-                    if None in row or any(v is None for v in row.values()):
-                        # DictReader pads a short row with None and puts extra cells under None.
-                        fields = (sum(v is not None for k, v in row.items() if k is not None)
-                                  + len(row.get(None) or []))
-                        dead.append((row, f"{self.path}:{reader.line_num}: row has "
-                                          f"{fields} fields, header has "
-                                          f"{len(reader.fieldnames or [])}"))
-                    else:
-                        records.append({k: _number(v) for k, v in row.items()} if convert
-                                       else dict(row))
-                    if len(records) + len(dead) >= self.batch:
-                        yield SourceBatch(records, dead, row_no)
-                        records, dead = [], []
-                        await asyncio.sleep(0)
-            except (csv.Error, UnicodeDecodeError) as e:
-                dead.append((None, f"{self.path}:{reader.line_num}: unreadable CSV, rest of "
-                                   f"file skipped: {e}"))
+            for first, raw, cells in rows:
+                row_no += 1
+                if row_no <= skip:
+                    continue
+                if isinstance(cells, str):
+                    dead.append((preview(raw), f"{line_place(name, first)}: {cells}"))
+                elif len(cells) != len(header):
+                    dead.append((preview(raw), f"{line_place(name, first)}: row has "
+                                               f"{len(cells)} fields, header has {len(header)}"))
+                else:
+                    records.append(dict(zip(header, map(_number, cells), strict=True))
+                                   if convert else dict(zip(header, cells, strict=True)))
+                    numbers.append(first)
+                if len(records) + len(dead) >= self.batch:
+                    yield SourceBatch(records, dead, row_no, raw_origin=name, raw_lines=numbers)
+                    records, numbers, dead = [], [], []
+                    await asyncio.sleep(0)
             if records or dead:
-                yield SourceBatch(records, dead, row_no)
+                yield SourceBatch(records, dead, row_no, raw_origin=name, raw_lines=numbers)
 
 
 class FileMsgpackSource(_FileSource):
@@ -236,18 +389,20 @@ class FileMsgpackSource(_FileSource):
 
     async def batches(self) -> AsyncIterator[SourceBatch]:
         """Read records in batches; a corrupt stream ends the file with a dead letter."""
+        limits = self.record_limits
         with self._open() as f:
             if self._start_at:
                 f.seek(int(self._start_at))
             base = f.tell()
             unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False,
-                                        max_buffer_size=max(self.max_record_bytes, 1 << 16))
+                                        max_buffer_size=max(limits.max_bytes, 1 << 16))
             # Offset after the last whole record: unpacker.tell() moves into a record that
             # turns out to be cut short, so it is neither a resume point nor where it broke.
             pos = base
             done = False
             while not done:
                 records: list[Any] = []
+                places: list[str] = []
                 dead: list[tuple[Any, str]] = []
                 for _ in range(self.batch):
                     try:
@@ -262,18 +417,23 @@ class FileMsgpackSource(_FileSource):
                         break
                     except (ValueError, msgpack.ExtraData, msgpack.FormatError,
                             msgpack.StackError, msgpack.BufferFull) as e:
+                        # A stream has no line ends to find the next record by.
                         dead.append((None, f"{self.path}: corrupt msgpack at byte "
                                            f"{pos}, rest of file skipped: "
                                            f"{type(e).__name__}: {e}"))
                         done = True
                         break
-                    if isinstance(obj, dict):
-                        records.append(obj)
+                    place = f"{self.path}: record at byte {pos}"
+                    try:
+                        check_object(obj, limits, "map")
+                    except RecordError as e:
+                        dead.append((preview_object(obj), f"{place}: {e}"))
                     else:
-                        dead.append((obj, f"{self.path}: record at byte {pos} is not a map"))
+                        records.append(obj)
+                        places.append(place)
                     pos = base + unpacker.tell()
                 if records or dead:
-                    yield SourceBatch(records, dead, pos)
+                    yield SourceBatch(records, dead, pos, raw_places=places)
                     await asyncio.sleep(0)
 
 

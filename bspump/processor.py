@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from cluster.errors import ConfigError
 from cluster.layout import Layout
+from cluster.records import Limits
 
 if TYPE_CHECKING:
     from bspump.application import Application, RunInfo
@@ -324,6 +325,13 @@ class Source(Processor):
         """Records larger than this become dead letters."""
         run = self.App.Run
         return run.max_record_bytes if run is not None else 1 << 20
+
+    @property
+    def record_limits(self) -> Limits:
+        """Size and nesting limits of one record (``[cluster] max_record_*``)."""
+        run = self.App.Run
+        return Limits(run.max_record_bytes, run.max_record_depth) if run is not None \
+            else Limits()
 
 
 class Sink(Processor):

@@ -191,6 +191,7 @@ CLUSTER_KEYS = {
     "output_dir": "where results are written (default ./out)",
     "batch_size": "events per message to a worker (default 1000)",
     "max_record_bytes": "records larger than this are dead letters (default 1048576)",
+    "max_record_depth": "records nested deeper than this are dead letters (default 64)",
     "progress": "progress line on stderr: auto, yes or no (default auto: when a terminal)",
     "max_lag": "seconds of event time workers may run ahead of the merge (default: 8 ticks)",
     "python_path": "folders (':'-separated, relative to the config file) to import from",
@@ -266,6 +267,7 @@ class ClusterSettings:
     checkpoints_kept: int = 3
     max_restarts: int = 3
     http: tuple[str, int] | None = None
+    max_record_depth: int = 64
     tasks: str = "one"
     # The Kafka partition ("topic:N") a partition task runs, else None.
     partition: str | None = None
@@ -421,6 +423,9 @@ def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = 
         output_dir=out,
         batch_size=cfg.get_int("cluster", "batch_size", 1000, minimum=1, maximum=1_000_000),
         max_record_bytes=cfg.get_int("cluster", "max_record_bytes", 1 << 20, minimum=64),
+        # At most 500: msgpack (the wire, checkpoints) refuses values nested past 511.
+        max_record_depth=cfg.get_int("cluster", "max_record_depth", 64, minimum=1,
+                                     maximum=500),
         progress=progress,
         max_lag=max_lag,
         routing=routing,

@@ -46,6 +46,7 @@ from cluster.layout import Layout
 from cluster.logs import MEMBER_ENV, text_prefix
 from cluster.merge import WindowMerger
 from cluster.outputs import RunOutputs, number, save_npy
+from cluster.records import Limits
 from cluster.shm import Segment
 from coordinator.transport import Transport
 
@@ -105,6 +106,7 @@ class Coordinator:
                       output_dir=settings.output_dir,
                       event_time=settings.routing.time_field is not None,
                       max_record_bytes=settings.max_record_bytes,
+                      max_record_depth=settings.max_record_depth,
                       key_groups=settings.key_groups, partition=settings.partition)
         self.app, self.pipeline = load_pipeline(settings, run)
         source = self.pipeline.Source
@@ -116,7 +118,8 @@ class Coordinator:
         self.run_info = dataclasses.replace(run, ring_span=self.timing.ring_span)
         self.event_time = run.event_time
         self.layout = Layout(workers, settings.key_groups)
-        self.intake = Intake(settings.routing, self.layout, self.timing.tick)
+        self.intake = Intake(settings.routing, self.layout, self.timing.tick,
+                             Limits(settings.max_record_bytes, settings.max_record_depth))
         self.outputs = RunOutputs(settings.output_dir, self.pipeline.Id)
         self.mergers = {p.Id: WindowMerger(p.Id, p.resolution, workers)
                         for p in self.pipeline.Processors if isinstance(p, TimeWindowAnalyzer)}
@@ -528,7 +531,7 @@ class Coordinator:
         elif batch.raw is not None:
             result = self.intake.feed_raw(batch.raw, batch.where, now)
         else:
-            result = self.intake.feed(batch.records, now)
+            result = self.intake.feed(batch.records, now, batch.where)
         for r in result.dead:
             self.outputs.dead_letter(r.reason, r.record)
         self.dead += len(result.dead)

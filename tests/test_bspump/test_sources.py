@@ -83,7 +83,7 @@ def test_json_lines_dead_letters_name_file_and_line(tmp_path: Path) -> None:
     assert f"{len(lines[5]) + 1} bytes" in reasons[3]
     assert "malformed JSON" in reasons[4]
     assert "max_record_bytes=100" in reasons[5]
-    assert dead(batches)[1][0] == [1, 2, 3]
+    assert dead(batches)[1][0] == "[1, 2, 3]"  # a preview of the line, as every dead letter
 
 
 def test_json_lines_oversize_record_without_newline_at_the_end(tmp_path: Path) -> None:
@@ -219,7 +219,7 @@ def test_msgpack_reports_a_non_map_and_a_corrupt_tail(tmp_path: Path) -> None:
     assert records(batches) == [{"a": 0}, {"a": 1}]
     reasons = [r for _, r in dead(batches)]
     assert len(reasons) == 2
-    assert f"record at byte {len(good[0])} is not a map" in reasons[0]
+    assert f"record at byte {len(good[0])}: not a map" in reasons[0]
     bad_at = len(good[0]) + len(not_map) + len(good[1])
     assert f"corrupt msgpack at byte {bad_at}" in reasons[1]
     assert str(path) in reasons[1]
@@ -332,3 +332,152 @@ def test_json_lines_sink_outside_a_cluster_writes_the_path(tmp_path: Path) -> No
     sink.close()
     lines = target.read_text().splitlines()
     assert [json.loads(x) for x in lines] == [{"a": 1}, {"a": 2}]
+
+
+# -- bad input costs the bad record alone (issue 11 item 2) ----------------------------------
+
+
+def raw_read(path: Path, app: bspump.Application | None = None, chunk: int | None = None,
+             position: Any = None) -> list[SourceBatch]:
+    """The raw route of a JSON-lines file, as the coordinator asks for it."""
+    app = app or app_of()
+
+    class Small(FileJSONLinesSource):
+        RAW_CHUNK = chunk or FileJSONLinesSource.RAW_CHUNK
+
+    src = Small(app, bspump.Pipeline(app, "P"), path=str(path))
+    src.want_raw = True
+    if position is not None:
+        src.seek(position)
+    return read_all(src)
+
+
+def raw_records(batches: list[SourceBatch]) -> list[tuple[str, bytes]]:
+    """(place, line) of every raw record."""
+    return [(b.where(i), line) for b in batches for i, line in enumerate(b.raw or [])]
+
+
+def test_json_lines_record_nested_1000_deep_is_one_dead_letter(tmp_path: Path) -> None:
+    deep = '{"a": 2, "x": ' + "[" * 1000 + "]" * 1000 + "}"
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"a": 1}\n' + deep + '\n{"a": 3}\n')
+    app = app_of()
+    batches = read_all(FileJSONLinesSource(app, bspump.Pipeline(app, "P"), path=str(path)))
+    assert records(batches) == [{"a": 1}, {"a": 3}]
+    [(record, reason)] = dead(batches)
+    assert reason == f"{path}:2: record nests deeper than max_record_depth=64"
+    assert record.startswith('{"a": 2, "x": [[[') and len(record) < 600
+
+
+@pytest.mark.parametrize("route", ["records", "raw"])
+def test_json_lines_bom_costs_no_record(tmp_path: Path, route: str) -> None:
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"a": 1}\n{"a": 2}\n')
+    if route == "raw":
+        batches = raw_read(path)
+        assert [line for _, line in raw_records(batches)] == [b'{"a": 1}', b'{"a": 2}']
+    else:
+        app = app_of()
+        batches = read_all(FileJSONLinesSource(app, bspump.Pipeline(app, "P"), path=str(path)))
+        assert records(batches) == [{"a": 1}, {"a": 2}]
+    assert dead(batches) == []
+
+
+def test_raw_blank_lines_are_not_handed_on_as_records(tmp_path: Path) -> None:
+    path = tmp_path / "blank.jsonl"
+    path.write_bytes(b'{"a": 1}\n  \n\r\n{"a": 2}\r\n\t\n')
+    batches = raw_read(path)
+    assert raw_records(batches) == [(f"{path}:1", b'{"a": 1}'), (f"{path}:4", b'{"a": 2}\r')]
+
+
+def test_raw_position_after_a_partial_line_resumes_exactly(tmp_path: Path) -> None:
+    rows = [json.dumps({"i": i, "pad": "p" * (i % 13)}).encode() for i in range(60)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    # Chunks of 37 bytes end inside lines: each batch keeps the partial line for later.
+    batches = raw_read(path, chunk=37)
+    assert [line for _, line in raw_records(batches)] == rows
+    assert [p for p, _ in raw_records(batches)] == [f"{path}:{n}" for n in range(1, 61)]
+    for k, b in enumerate(batches):
+        seen = sum(len(x.raw or []) for x in batches[: k + 1])
+        # The offset is the start of the first line not yet handed on.
+        assert b.position == {"offset": sum(len(r) + 1 for r in rows[:seen]), "line": seen}
+        rest = raw_read(path, chunk=37, position=b.position)
+        assert raw_records(rest) == raw_records(batches)[seen:]
+
+
+def csv_read(path: Path, app: bspump.Application | None = None,
+             batch: int = 100) -> list[SourceBatch]:
+    app = app or app_of()
+    return read_all(FileCSVSource(app, bspump.Pipeline(app, "P"), path=str(path),
+                                  config={"batch": batch}))
+
+
+def csv_rows(n: int, start: int = 0) -> list[bytes]:
+    return [f"u{i},{i},x{i}\n".encode() for i in range(start, start + n)]
+
+
+def expected_rows(numbers: range | list[int]) -> list[dict[str, Any]]:
+    return [{"user_id": f"u{i}", "n": i, "note": f"x{i}"} for i in numbers]
+
+
+def test_csv_invalid_utf8_costs_one_row(tmp_path: Path) -> None:
+    path = tmp_path / "bytes.csv"
+    lines = [b"user_id,n,note\n", *csv_rows(2000)]
+    lines[501] = b"u500,500,caf\xe9\n"  # row 500 is on line 502
+    path.write_bytes(b"".join(lines))
+    batches = csv_read(path)
+    assert records(batches) == expected_rows([i for i in range(2000) if i != 500])
+    [(record, reason)] = dead(batches)
+    assert reason.startswith(f"{path}:502: line 502 is not valid utf-8")
+    assert record == "u500,500,caf\ufffd"
+
+
+def test_csv_field_over_128_kib_costs_one_row(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    big = b'u5,5,"' + b"y" * (200 * 1024) + b'"\n'
+    path.write_bytes(b"user_id,n,note\n" + b"".join(csv_rows(5)) + big
+                     + b"".join(csv_rows(5, 6)))
+    batches = csv_read(path, app_of(max_record_bytes=1 << 20))
+    assert len(records(batches)) == 11
+    assert records(batches)[5]["note"] == "y" * (200 * 1024)
+    # Over max_record_bytes: that row alone is dead.
+    batches = csv_read(path, app_of(max_record_bytes=64 * 1024))
+    assert records(batches) == expected_rows([0, 1, 2, 3, 4, 6, 7, 8, 9, 10])
+    [(_, reason)] = dead(batches)
+    assert reason.startswith(f"{path}:7: ")
+    assert "max_record_bytes=65536" in reason
+
+
+def test_csv_unterminated_quote_is_reported_where_it_starts(tmp_path: Path) -> None:
+    path = tmp_path / "quote.csv"
+    lines = [b"user_id,n,note\n", *csv_rows(10)]
+    lines[4] = b'u3,3,"never closed\n'  # line 5
+    path.write_bytes(b"".join(lines))
+    batches = csv_read(path)
+    assert records(batches) == expected_rows([0, 1, 2, 4, 5, 6, 7, 8, 9])
+    [(_, reason)] = dead(batches)
+    assert reason == f"{path}:5: a quoted field opened on this line is never closed"
+
+
+def test_csv_unterminated_quote_in_a_long_file_costs_one_row(tmp_path: Path) -> None:
+    path = tmp_path / "quote.csv"
+    lines = [b"user_id,n,note\n", *csv_rows(3000)]
+    lines[11] = b'u10,10,"never closed\n'
+    path.write_bytes(b"".join(lines))
+    batches = csv_read(path, app_of(max_record_bytes=4096))
+    assert records(batches) == expected_rows([i for i in range(3000) if i != 10])
+    [(_, reason)] = dead(batches)
+    assert reason.startswith(f"{path}:12: a quoted field opened on this line is never closed")
+
+
+def test_csv_quoted_newlines_and_bom(tmp_path: Path) -> None:
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b'\xef\xbb\xbfuser_id,n,note\nu0,0,x0\nu1,1,"two\nlines"\n\nu2,2,x2')
+    batches = csv_read(path)
+    assert records(batches) == [{"user_id": "u0", "n": 0, "note": "x0"},
+                                {"user_id": "u1", "n": 1, "note": "two\nlines"},
+                                {"user_id": "u2", "n": 2, "note": "x2"}]
+    assert dead(batches) == []
+    places = [b.where(i) for b in batches for i in range(len(b.records))]
+    assert places == [f"{path}:2", f"{path}:3", f"{path}:6"]
