@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
 from bspump.file import _skip_line
 from bspump.processor import NOTHING, Sink, Source, SourceBatch
+from cluster.errors import RecordError
 from cluster.outputs import dumps
+from cluster.records import decode_json, line_place, preview, too_large
 
 
 class NullSink(Sink):
@@ -35,43 +36,49 @@ class StdoutSink(Sink):
 
 
 class StdinSource(Source):
-    """Reads JSON lines from standard input until it closes."""
+    """Reads JSON lines from standard input until it closes.
 
-    def _read_batch(self) -> tuple[list[Any], list[tuple[Any, str]], int]:
+    Blank lines are not records; every other line is a record or a dead letter
+    (``stdin:line``, reason, preview), by the same rule as a JSON-lines file.
+    """
+
+    def _read_batch(self) -> tuple[list[Any], list[int], list[tuple[Any, str]], int]:
         records: list[Any] = []
+        numbers: list[int] = []
         dead: list[tuple[Any, str]] = []
-        limit = self.max_record_bytes
+        limits = self.record_limits
+        stdin = sys.stdin.buffer
         read = 0
         for _ in range(int(self.Config["batch"])):
-            line = sys.stdin.buffer.readline(limit + 1)
+            # The newline is not part of the record: read one byte more for it.
+            line = stdin.readline(limits.max_bytes + 2)
             if not line:
                 break
             read += 1
             self._line += 1
-            if len(line) > limit and not line.endswith(b"\n"):
-                _skip_line(sys.stdin.buffer)
-                dead.append((line[:512].decode("utf-8", "replace"),
-                             f"stdin:{self._line}: record exceeds max_record_bytes={limit}"))
+            place = line_place("stdin", self._line)
+            body = line.rstrip(b"\r\n")
+            if len(body) > limits.max_bytes:
+                size = len(line) + (0 if line.endswith(b"\n") else _skip_line(stdin))
+                dead.append((preview(body), f"{place}: {too_large(size, limits)}"))
                 continue
-            if not line.strip():
-                continue
+            if not body.strip():
+                continue  # a blank line is no record
             try:
-                obj = json.loads(line)
-            except ValueError as e:
-                dead.append((line.decode("utf-8", "replace").rstrip("\n"),
-                             f"stdin:{self._line}: malformed JSON: {e}"))
+                records.append(decode_json(body, limits))
+            except RecordError as e:
+                dead.append((preview(body), f"{place}: {e}"))
                 continue
-            if isinstance(obj, dict):
-                records.append(obj)
-            else:
-                dead.append((obj, f"stdin:{self._line}: not a JSON object"))
-        return records, dead, read
+            numbers.append(self._line)
+        return records, numbers, dead, read
 
     async def batches(self) -> AsyncIterator[SourceBatch]:
         """Read stdin in a thread so the coordinator keeps serving its workers."""
         self._line = 0
         while True:
-            records, dead, read = await asyncio.to_thread(self._read_batch)
+            records, numbers, dead, read = await asyncio.to_thread(self._read_batch)
             if not read:
                 return
-            yield SourceBatch(records, dead, self._line)
+            if records or dead:
+                yield SourceBatch(records, dead, self._line, raw_origin="stdin",
+                                  raw_lines=numbers)

@@ -15,7 +15,6 @@ and a message naming it; the run goes on when it is back.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -25,8 +24,17 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from bspump.processor import Sink, Source, SourceBatch
-from cluster.errors import ConfigError
+from cluster.errors import ConfigError, RecordError
 from cluster.outputs import dumps
+from cluster.records import (
+    Limits,
+    decode_json,
+    decode_msgpack,
+    offset_place,
+    partition_name,
+    preview,
+    too_large,
+)
 
 if TYPE_CHECKING:
     from bspump.application import Application
@@ -62,14 +70,10 @@ def client_options(settings: dict[str, str]) -> dict[str, Any]:
     return options
 
 
-def _decoder(fmt: str) -> Any:
-    if fmt == "msgpack":
-        return lambda b: msgpack.unpackb(b, raw=False, strict_map_key=False)
-    return json.loads
-
-
-def _tp_name(topic: str, partition: int) -> str:
-    return f"{topic}:{partition}"
+def decode_value(value: bytes | None, fmt: str, limits: Limits) -> dict[str, Any]:
+    """A message value as an event (the one record rule), or RecordError saying why not."""
+    raw = value or b""
+    return decode_msgpack(raw, limits) if fmt == "msgpack" else decode_json(raw, limits)
 
 
 class Backoff:
@@ -183,10 +187,10 @@ class KafkaSource(Source):
         self.positions.update(self._seek_to)
 
     def _on_assigned(self, assigned: Any) -> None:
-        names = sorted(_tp_name(tp.topic, tp.partition) for tp in assigned)
+        names = sorted(partition_name(tp.topic, tp.partition) for tp in assigned)
         log.info("Kafka assigned %s", ", ".join(names) or "no partitions")
         for tp in assigned:
-            offset = self._seek_to.get(_tp_name(tp.topic, tp.partition))
+            offset = self._seek_to.get(partition_name(tp.topic, tp.partition))
             if offset is not None:
                 self._consumer.seek(tp, offset)
 
@@ -229,8 +233,8 @@ class KafkaSource(Source):
 
         c = self.Config
         consumer = await self._start_consumer()
-        decode = _decoder(c["value_format"])
-        limit = self.max_record_bytes
+        fmt = c["value_format"]
+        limits = self.record_limits
         key_field = c["key_field"]
         backoff = Backoff()
         try:
@@ -244,9 +248,10 @@ class KafkaSource(Source):
                     await backoff.wait()
                     continue
                 records: list[Any] = []
+                places: list[str] = []
                 dead: list[tuple[Any, str]] = []
                 if self.want_raw:
-                    batch = self._raw_batch(polled, limit)
+                    batch = self._raw_batch(polled, limits)
                     if len(batch) or batch.dead:
                         yield batch
                     if c["stop_at_end"] and not polled and await self._at_end(consumer):
@@ -254,28 +259,19 @@ class KafkaSource(Source):
                     continue
                 for tp, messages in polled.items():
                     for m in messages:
-                        where = f"{tp.topic}:{tp.partition}@{m.offset}"
-                        value = m.value or b""
-                        self.positions[_tp_name(tp.topic, tp.partition)] = m.offset + 1
-                        if len(value) > limit:
-                            dead.append((value[:512].decode("utf-8", "replace"),
-                                         f"{where}: record of {len(value)} bytes exceeds "
-                                         f"max_record_bytes={limit}"))
-                            continue
+                        where = offset_place(tp.topic, tp.partition, m.offset)
+                        self.positions[partition_name(tp.topic, tp.partition)] = m.offset + 1
                         try:
-                            obj = decode(value)
-                        except Exception as e:
-                            dead.append((value[:512].decode("utf-8", "replace"),
-                                         f"{where}: cannot decode {c['value_format']}: {e}"))
-                            continue
-                        if not isinstance(obj, dict):
-                            dead.append((obj, f"{where}: not an object"))
+                            obj = decode_value(m.value, fmt, limits)
+                        except RecordError as e:
+                            dead.append((preview(m.value or b""), f"{where}: {e}"))
                             continue
                         if key_field and key_field not in obj and m.key is not None:
                             obj[key_field] = m.key.decode("utf-8", "replace")
                         records.append(obj)
+                        places.append(where)
                 if records or dead:
-                    yield SourceBatch(records, dead, dict(self.positions))
+                    yield SourceBatch(records, dead, dict(self.positions), raw_places=places)
                 if c["stop_at_end"] and not polled and await self._at_end(consumer):
                     return
         finally:
@@ -283,22 +279,22 @@ class KafkaSource(Source):
             self._consumer = None
             self._started = False
 
-    def _raw_batch(self, polled: dict[Any, list[Any]], limit: int) -> SourceBatch:
-        """Values undecoded (the coordinator decodes only the routing fields)."""
+    def _raw_batch(self, polled: dict[Any, list[Any]], limits: Limits) -> SourceBatch:
+        """Values undecoded (the coordinator decodes only the routing fields, and judges
+        each record by the same rule)."""
         raw: list[bytes] = []
         places: list[str] = []
         dead: list[tuple[Any, str]] = []
         for tp, messages in polled.items():
-            name = _tp_name(tp.topic, tp.partition)
+            name = partition_name(tp.topic, tp.partition)
             for m in messages:
                 value = m.value or b""
-                if len(value) > limit:
-                    dead.append((value[:512].decode("utf-8", "replace"),
-                                 f"{name}@{m.offset}: record of {len(value)} bytes exceeds "
-                                 f"max_record_bytes={limit}"))
+                where = offset_place(tp.topic, tp.partition, m.offset)
+                if len(value) > limits.max_bytes:
+                    dead.append((preview(value), f"{where}: {too_large(len(value), limits)}"))
                 else:
                     raw.append(value)
-                    places.append(f"{name}@{m.offset}")
+                    places.append(where)
             if messages:
                 self.positions[name] = messages[-1].offset + 1
         return SourceBatch([], dead, dict(self.positions), raw=raw, raw_places=places)
@@ -324,7 +320,7 @@ class KafkaSource(Source):
         ends = await consumer.end_offsets(assigned)
         lag = {}
         for tp, end in ends.items():
-            name = _tp_name(tp.topic, tp.partition)
+            name = partition_name(tp.topic, tp.partition)
             lag[name] = max(0, int(end) - self.positions.get(name, int(end)))
         return lag
 

@@ -23,6 +23,7 @@ from cluster.config import PipelineSettings
 from cluster.errors import RecordError
 from cluster.layout import Layout, check_key, geo_cell, key_extractor
 from cluster.records import (
+    BOM,
     MAX_TIME,
     MIN_TIME,
     Limits,
@@ -190,6 +191,8 @@ class Intake:
             except (msgspec.DecodeError, RecursionError):
                 pass  # some line is not a usable object: judge each one alone
         if routes is None:
+            # A byte-order mark costs no record (a file made of several files has some).
+            lines = [line[len(BOM):] if line.startswith(BOM) else line for line in lines]
             routes = [self._decode_one_line(line, where(i), result)
                       for i, line in enumerate(lines)]
         elif self._vector_raw(lines, routes, now, result):

@@ -170,6 +170,8 @@ def decode_json(raw: bytes, limits: Limits, loads: Callable[[bytes], Any] = json
 
     ``raw`` is one record (a line without its newline, or a message value).
     """
+    if raw.startswith(BOM):
+        raw = raw[len(BOM):]  # a byte-order mark costs no record
     if len(raw) > limits.max_bytes:
         raise RecordError(too_large(len(raw), limits))
     if too_deep(raw, limits):

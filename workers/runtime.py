@@ -25,6 +25,7 @@ from bspump.processor import RestoreInfo
 from cluster import wire
 from cluster.checkpoint import ShardReader, ShardWriter
 from cluster.config import ClusterSettings
+from cluster.records import preview
 
 log = logging.getLogger("bspump-cluster.worker")
 
@@ -39,6 +40,23 @@ class ShardRuntime:
         self.pipeline.start(run)
         self.finished = False
         self._decode = msgspec.json.Decoder().decode
+
+    def _decode_each(self, times: list[float], lines: list[bytes]) -> tuple[list[float], list[Any]]:
+        """Decode lines one by one: what the coordinator's routing decode skipped over
+        (bad UTF-8 or a number out of range in a field it does not read) costs that
+        record alone, as a dead letter."""
+        kept_times: list[float] = []
+        kept: list[Any] = []
+        for t, line in zip(times, lines, strict=True):
+            try:
+                kept.append(self._decode(line))
+            except msgspec.DecodeError as e:
+                self.pipeline.dead_letters.append({
+                    "reason": f"worker {self.worker}: malformed JSON: {e}", "processor": None,
+                    "event_time": t, "record": preview(line)})
+                continue
+            kept_times.append(t)
+        return kept_times, kept
 
     def hello(self) -> list[Any]:
         """The first message: who we are and where our shared arrays are."""
@@ -71,12 +89,15 @@ class ShardRuntime:
             self.pipeline.process_columns(EventBatch.from_wire([msg[1], msg[2]]))
             return self._dead_overflow()
         if kind == wire.DATA or kind == wire.DATA_RAW:
-            events = msg[2]
+            times, events = msg[1], msg[2]
             if kind == wire.DATA_RAW:
                 # One decoder call for the whole message: the coordinator has checked that
                 # every line is a JSON object.
-                events = self._decode(b"[" + b",".join(events) + b"]")
-            self.pipeline.process_batch(msg[1], events)
+                try:
+                    events = self._decode(b"[" + b",".join(events) + b"]")
+                except msgspec.DecodeError:
+                    times, events = self._decode_each(times, events)
+            self.pipeline.process_batch(times, events)
             return self._dead_overflow()
         if kind == wire.WATERMARK:
             seq, watermark = msg[1], msg[2]

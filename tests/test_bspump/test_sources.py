@@ -481,3 +481,51 @@ def test_csv_quoted_newlines_and_bom(tmp_path: Path) -> None:
     assert dead(batches) == []
     places = [b.where(i) for b in batches for i in range(len(b.records))]
     assert places == [f"{path}:2", f"{path}:3", f"{path}:6"]
+
+
+def test_stdin_follows_the_record_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from bspump.common import StdinSource
+
+    deep = b'{"a": 9, "x": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    data = b'\xef\xbb\xbf{"a": 1}\n\n' + deep + b'\n[1]\n{"a": 2}\n{"a": "' + b"z" * 200 + b'"}\n'
+
+    class Stdin:
+        buffer = io.BytesIO(data)
+
+    monkeypatch.setattr("sys.stdin", Stdin)
+    app = app_of(max_record_bytes=100)
+    batches = read_all(StdinSource(app, bspump.Pipeline(app, "P")))
+    assert records(batches) == [{"a": 1}, {"a": 2}]
+    assert [b.where(i) for b in batches for i in range(len(b.records))] == ["stdin:1", "stdin:5"]
+    reasons = [r for _, r in dead(batches)]
+    assert reasons[0] == "stdin:3: record of 2016 bytes exceeds max_record_bytes=100"
+    assert reasons[1] == "stdin:4: not a JSON object (list)"
+    assert reasons[2].startswith("stdin:6: record of 210 bytes")
+
+
+def test_kafka_values_follow_the_record_rule() -> None:
+    from bspump.kafka import decode_value
+    from cluster.errors import RecordError
+    from cluster.records import Limits
+
+    limits = Limits(max_bytes=1000, max_depth=64)
+    assert decode_value(b'\xef\xbb\xbf{"a": 1}', "json", limits) == {"a": 1}
+    assert decode_value(msgpack.packb({"a": [1]}), "msgpack", limits) == {"a": [1]}
+    deep: Any = 1
+    for _ in range(100):
+        deep = [deep]
+    cases = {
+        (b'{"x": ' + b"[" * 999 + b"]" * 999 + b"}", "json"): "max_record_bytes=1000",
+        (b'{"x": ' + b"[" * 80 + b"]" * 80 + b"}", "json"): "max_record_depth=64",
+        (msgpack.packb({"x": deep}), "msgpack"): "max_record_depth=64",
+        (b"[1, 2]", "json"): "not a JSON object",
+        (msgpack.packb([1, 2]), "msgpack"): "not a map",
+        (b"\xc1", "msgpack"): "cannot decode msgpack",
+        (b"", "json"): "malformed JSON",
+        (b"{oops", "json"): "malformed JSON",
+    }
+    for (value, fmt), reason in cases.items():
+        with pytest.raises(RecordError, match=reason):
+            decode_value(value, fmt, limits)
