@@ -304,8 +304,12 @@ class FileCSVSource(_FileSource):
                                     "are read line by line (utf-8, latin-1, cp1252 ... work)")
         return "utf-8" if name == "utf-8-sig" else name
 
-    def _rows(self, f: IO[bytes], limits: Limits) -> Iterator[tuple[int, bytes, Any]]:
-        """(first line, bytes, cells) of every row; cells is a str reason for a dead row."""
+    def _rows(self, f: IO[bytes], limits: Limits,
+              width: list[int]) -> Iterator[tuple[int, bytes, Any]]:
+        """(first line, bytes, cells) of every row; cells is a str reason for a dead row.
+
+        ``width`` holds the header's number of fields once it is known.
+        """
         lines = _CSVLines(f, self._encoding(), limits.max_bytes)
         # Rows are bounded by max_record_bytes here, so csv's own (process-wide) field
         # limit must not be lower, or a long field would break csv's reading.
@@ -318,9 +322,20 @@ class FileCSVSource(_FileSource):
                 for cells in reader:
                     if lines.ended_in_row:
                         raise csv.Error("a quoted field is never closed")
+                    if width and cells and len(cells) != width[0] and len(lines.row) > 1:
+                        # A row over several lines with the wrong width: a quote opened and
+                        # closed only by a later row's quote. Read the lines after it again.
+                        lines.again()
+                        first, raw, _ = lines.take_row()
+                        yield first, raw, (f"row has {len(cells)} fields, header has "
+                                           f"{width[0]}: a quoted field opened on this line "
+                                           "is never closed")
+                        continue
                     first, raw, bad = lines.take_row()
                     if bad is not None:
                         yield first, raw, bad
+                    elif width and cells and len(cells) != width[0]:
+                        yield first, raw, f"row has {len(cells)} fields, header has {width[0]}"
                     elif cells:  # a blank line is no record
                         yield first, raw, cells
                 if lines.row:  # csv gave up on an open row at the end: never lose it
@@ -349,13 +364,15 @@ class FileCSVSource(_FileSource):
         limits = self.record_limits
         name = str(self.path)
         with self._open() as f:
-            rows = self._rows(f, limits)
+            width: list[int] = []
+            rows = self._rows(f, limits, width)
             header: list[str] | None = None
             for first, _raw, cells in rows:
                 if isinstance(cells, str):
                     raise self.config_error("path", f"{line_place(name, first)}: the header "
                                             f"row is unreadable: {cells}")
                 header = cells
+                width.append(len(header))
                 break
             if header is None:
                 return  # an empty file
@@ -369,9 +386,6 @@ class FileCSVSource(_FileSource):
                     continue
                 if isinstance(cells, str):
                     dead.append((preview(raw), f"{line_place(name, first)}: {cells}"))
-                elif len(cells) != len(header):
-                    dead.append((preview(raw), f"{line_place(name, first)}: row has "
-                                               f"{len(cells)} fields, header has {len(header)}"))
                 else:
                     records.append(dict(zip(header, map(_number, cells), strict=True))
                                    if convert else dict(zip(header, cells, strict=True)))

@@ -529,3 +529,17 @@ def test_kafka_values_follow_the_record_rule() -> None:
     for (value, fmt), reason in cases.items():
         with pytest.raises(RecordError, match=reason):
             decode_value(value, fmt, limits)
+
+
+def test_csv_unterminated_quote_before_quoted_rows_costs_one_row(tmp_path: Path) -> None:
+    path = tmp_path / "quote.csv"
+    path.write_bytes(b'user_id,n,note\nu0,0,x0\nu1,1,"never closed\nu2,2,x2\n'
+                     b'u3,3,"a, b"\nu4,4,"two\nlines"\nu5,5,x5\n')
+    batches = csv_read(path)
+    assert records(batches) == [{"user_id": "u0", "n": 0, "note": "x0"},
+                                {"user_id": "u2", "n": 2, "note": "x2"},
+                                {"user_id": "u3", "n": 3, "note": "a, b"},
+                                {"user_id": "u4", "n": 4, "note": "two\nlines"},
+                                {"user_id": "u5", "n": 5, "note": "x5"}]
+    [(_, reason)] = dead(batches)
+    assert reason.startswith(f"{path}:3: row has 4 fields, header has 3")
