@@ -294,6 +294,8 @@ class FileCSVSource(_FileSource):
             name = codecs.lookup(raw).name
         except LookupError:
             raise self.config_error("encoding", f"unknown encoding {raw!r}") from None
+        if name == "utf-8-sig":
+            name = "utf-8"  # the mark is skipped whatever the encoding
         probe = "\r\n,;\t\"'|ab09"
         try:
             compatible = probe.encode(name) == probe.encode("ascii")
@@ -302,7 +304,7 @@ class FileCSVSource(_FileSource):
         if not compatible:
             raise self.config_error("encoding", f"{raw!r} is not ASCII-compatible; CSV rows "
                                     "are read line by line (utf-8, latin-1, cp1252 ... work)")
-        return "utf-8" if name == "utf-8-sig" else name
+        return name
 
     def _rows(self, f: IO[bytes], limits: Limits,
               width: list[int]) -> Iterator[tuple[int, bytes, Any]]:
