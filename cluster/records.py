@@ -93,6 +93,15 @@ def preview_object(obj: Any) -> str:
     return preview(_REPR.repr(obj))
 
 
+def late_record(raw: bytes) -> Any:
+    """A raw record that arrived late, decoded for ``late-events.jsonl``; its preview when
+    a field routing skipped does not decode (the record is late all the same)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return preview(raw)
+
+
 def too_large(size: int, limits: Limits) -> str:
     """The reason for a record over ``max_record_bytes``."""
     return f"record of {size} bytes exceeds max_record_bytes={limits.max_bytes}"

@@ -46,7 +46,7 @@ from cluster.layout import Layout
 from cluster.logs import MEMBER_ENV, text_prefix
 from cluster.merge import WindowMerger
 from cluster.outputs import RunOutputs, number, save_npy
-from cluster.records import Limits
+from cluster.records import Limits, late_record
 from cluster.shm import Segment
 from coordinator.transport import Transport
 
@@ -536,7 +536,7 @@ class Coordinator:
             self.outputs.dead_letter(r.reason, r.record)
         self.dead += len(result.dead)
         for r in result.late:
-            record = json.loads(r.record) if isinstance(r.record, bytes) else r.record
+            record = late_record(r.record) if isinstance(r.record, bytes) else r.record
             self.outputs.late(record, r.event_time, self.intake.watermark)
         self.late += len(result.late)
         lag = self.timing.max_lag

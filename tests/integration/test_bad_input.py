@@ -98,6 +98,10 @@ def test_bytes_routing_skips_cost_that_record_alone(lines: list[str], tmp_path: 
     # number out of range) fails on the worker, which must drop that record alone.
     bad = {200: record(lines, 200, note=b'"caf\xe9"'),
            900: record(lines, 900, x=b"1e999")}
+    # Late as well as undecodable: written to the late events all the same.
+    late = json.loads(record(lines, 1200))
+    late["timestamp"] -= 3600
+    bad[1200] = json.dumps(late).encode()[:-1] + b', "note": "caf\xe9"}'
     data, _ = with_bad(lines, bad)
     path = tmp_path / "input.jsonl"
     path.write_bytes(data)
@@ -111,6 +115,9 @@ def test_bytes_routing_skips_cost_that_record_alone(lines: list[str], tmp_path: 
     ref = compute(lines, lateness=30)
     summary = run.summary()
     assert summary["events_processed"] == len(ref.accepted)
+    assert summary["late_events"] == ref.late + 1
+    assert any(isinstance(e["record"], str) and "caf\ufffd" in e["record"]
+               for e in run.jsonl("late-events.jsonl"))
 
 
 def test_stdin_per_record_route(lines: list[str], tmp_path: Path) -> None:
