@@ -28,27 +28,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster import shm
+from cluster import exits, shm
 from cluster.config import ClusterSettings
+from cluster.exits import describe_exit
 
 log = logging.getLogger("bspump-cluster")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-EXIT_WORKER_DIED = 3
 STOP_GRACE = 4.0  # seconds between asking to stop and killing: everything is gone within 5 s
 READY_TIMEOUT = 120.0
 
-
-def describe_exit(code: int) -> str:
-    """``exit code 3`` or ``killed by SIGKILL``."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 @dataclass
@@ -208,7 +196,7 @@ class Supervisor:
         self.kill_all()
         self._wait_all(STOP_GRACE)
         if not can_restart:
-            return EXIT_WORKER_DIED
+            return exits.WORKER_DIED
         self.restarts += 1
         self.coordinator = None
         self.worker_procs = []

@@ -38,7 +38,7 @@ from bspump.batch import EventBatch
 from bspump.loader import load_pipeline
 from bspump.matrix import PersistentMatrix
 from bspump.processor import SourceBatch
-from cluster import checkpoint, httpd, wire
+from cluster import checkpoint, exits, httpd, wire
 from cluster.config import ClusterSettings
 from cluster.errors import CheckpointError, ClusterError, WorkerDied
 from cluster.intake import Intake
@@ -51,9 +51,6 @@ from coordinator.transport import Transport
 
 log = logging.getLogger("bspump-cluster.coordinator")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_STOPPED = 143
 HELLO_TIMEOUT = 60.0
 HISTORY = 600  # seconds of throughput kept for the page
 WINDOW_HISTORY = 120  # merged periods kept per TimeWindowAnalyzer for the page
@@ -577,7 +574,7 @@ class Coordinator:
             await self._await_hellos(transport)
         except (WorkerDied, TimeoutError) as e:
             log.error("%s", e)
-            return EXIT_FAILED
+            return exits.FAILED
         log.info("layout: %s; shard key %s", ", ".join(
             f"worker {w} key groups {r.start}-{r.stop - 1}"
             for w in range(self.workers) for r in [self.layout.groups_of(w)]),
@@ -589,13 +586,13 @@ class Coordinator:
         except (ClusterError, OSError, asyncio.CancelledError) as e:
             log.error("cannot restore: %s", e)
             receiver.cancel()
-            return EXIT_FAILED
+            return exits.FAILED
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
         reader = asyncio.create_task(self._read(queue))
         sampler = asyncio.create_task(self._sample())
         server = await self._start_http()
         self.state = "running"
-        rc = EXIT_OK
+        rc = exits.OK
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
@@ -608,7 +605,7 @@ class Coordinator:
                 if self._failure is not None:
                     raise self._failure
                 if self._stop.is_set():
-                    rc = EXIT_STOPPED
+                    rc = exits.STOPPED
                     break
                 if getter in done:
                     item = getter.result()
@@ -622,7 +619,7 @@ class Coordinator:
                     w = self.intake.clock(time.time())
                     if w is not None:
                         await self._send_watermark(transport, w)
-            if rc == EXIT_OK:
+            if rc == exits.OK:
                 await self._finish(transport)
             elif self.cp_dir is not None and self._failure is None:
                 await asyncio.wait_for(self._checkpoint(transport),
@@ -631,15 +628,15 @@ class Coordinator:
         except TimeoutError:
             log.error("final checkpoint not done within %.0f s: the previous one stays",
                       FINAL_CHECKPOINT_TIMEOUT)
-            rc = EXIT_STOPPED
+            rc = exits.STOPPED
         except asyncio.CancelledError:
-            rc = EXIT_STOPPED
+            rc = exits.STOPPED
         except (ClusterError, OSError) as e:
             log.error("%s", e)
-            rc = EXIT_FAILED
+            rc = exits.FAILED
         finally:
             reader.cancel()
-            if rc != EXIT_OK:
+            if rc != exits.OK:
                 for w in range(self.workers):
                     try:
                         await asyncio.wait_for(transport.send(w, [wire.STOP]), 0.5)
@@ -651,11 +648,11 @@ class Coordinator:
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 exc = reader.exception()
                 log.error("source failed: %s: %s", type(exc).__name__, exc)
-                rc = EXIT_FAILED
-            self.state = {EXIT_OK: "finished", EXIT_STOPPED: "stopped"}.get(rc, "failed")
+                rc = exits.FAILED
+            self.state = {exits.OK: "finished", exits.STOPPED: "stopped"}.get(rc, "failed")
             if server is not None:
                 server.close()
-        if rc == EXIT_OK:
+        if rc == exits.OK:
             self._write_report()
         self._summary(rc)
         return rc
@@ -854,7 +851,7 @@ class Coordinator:
             log.error("cannot write summary: %s", e)
         if self._show_progress:
             sys.stderr.write("\r\x1b[K")
-        state = "finished" if rc == EXIT_OK else ("stopped" if rc == EXIT_STOPPED else "FAILED")
+        state = "finished" if rc == exits.OK else ("stopped" if rc == exits.STOPPED else "FAILED")
         out = self.settings.output_dir
         lines = [
             f"{text_prefix('coordinator')}{state} in {s['elapsed_s']:.2f} s, "
