@@ -46,6 +46,7 @@ from bspump.kafka import KafkaSource, client_options, start_consumer
 from bspump.loader import load_pipeline
 from cluster import checkpoint, exits, httpd
 from cluster.config import ClusterSettings, load_cluster_settings, partition_folder
+from cluster.errors import StartRefused
 from cluster.exits import describe_exit
 from cluster.logs import MEMBER_ENV, TASK_ENV
 from cluster.prometheus import Exposition
@@ -380,7 +381,12 @@ class Member:
         server = None
         if self.settings.http is not None:
             host, port = self.settings.http
-            server = await httpd.serve(self._route, host, port)
+            try:
+                server = await httpd.serve(self._route, host, port)
+            except OSError as e:
+                raise StartRefused(f"cannot serve http on {host}:{port} "
+                                   f"({self.settings.config.where('cluster', 'http')}): "
+                                   f"{e.strerror or e}") from None
             log.info("member metrics on http://%s:%d/metrics", host, httpd.bound_port(server))
         joining = asyncio.ensure_future(self._join())
         stopping = asyncio.ensure_future(self._stop.wait())

@@ -13,7 +13,7 @@ from pathlib import Path
 from bspump.application import ROLE_SHARD
 from cluster import exits
 from cluster.config import Config, load_cluster_settings
-from cluster.errors import ClusterError, ConfigError
+from cluster.errors import ClusterError, ConfigError, StartRefused
 from coordinator.runtime import Coordinator
 from coordinator.transport import LocalTransport, ZmqTransport
 
@@ -55,9 +55,13 @@ def main(argv: list[str] | None = None) -> int:
                                          output_dir=args.output_dir, partition=args.partition)
         coord = Coordinator(settings, args.run_id, 1 if args.in_process else args.workers,
                             fresh=args.fresh, restarts=args.restarts)
+        coord.bind_http()
     except ConfigError as e:
         print(f"bspump-cluster: config error: {e}", file=sys.stderr)
         return exits.CONFIG
+    except StartRefused as e:
+        print(f"bspump-cluster: not started: {e}", file=sys.stderr)
+        return exits.REFUSED
     except ClusterError as e:
         print(f"bspump-cluster: {e}", file=sys.stderr)
         return exits.FAILED

@@ -40,7 +40,7 @@ from bspump.matrix import PersistentMatrix
 from bspump.processor import SourceBatch
 from cluster import checkpoint, exits, httpd, wire
 from cluster.config import ClusterSettings
-from cluster.errors import CheckpointError, ClusterError, WorkerDied
+from cluster.errors import CheckpointError, ClusterError, StartRefused, WorkerDied
 from cluster.intake import Intake
 from cluster.layout import Layout
 from cluster.logs import MEMBER_ENV, text_prefix
@@ -162,6 +162,7 @@ class Coordinator:
         self._show_progress = settings.progress == "yes" or (
             settings.progress == "auto" and sys.stderr.isatty())
         self.state = "starting"
+        self._http_socket: socket.socket | None = None
 
     # -- startup --------------------------------------------------------------------------
 
@@ -361,6 +362,18 @@ class Coordinator:
         log.info("partition %s finished at %s (checkpoint %d)", self.settings.partition,
                  json.dumps(self.position), cp_id)
 
+    def bind_http(self) -> None:
+        """Bind the HTTP port now, before any result is touched: a taken port refuses the run."""
+        if not self.settings.http:
+            return
+        host, port = self.settings.http
+        try:
+            self._http_socket = httpd.bind(host, port)
+        except OSError as e:
+            where = self.settings.config.where("cluster", "http")
+            raise StartRefused(f"cannot serve http on {host}:{port} ({where}): "
+                               f"{e.strerror or e}") from None
+
     async def _start_http(self) -> asyncio.Server | None:
         """Serve /metrics, /api/snapshot and the live page when ``[cluster] http`` is set."""
         if not self.settings.http:
@@ -368,7 +381,7 @@ class Coordinator:
         from coordinator import web
 
         host, port = self.settings.http
-        server = await web.serve(self, host, port)
+        server = await web.serve(self, host, port, self._http_socket)
         log.info("metrics and live page on http://%s:%d/", host, httpd.bound_port(server))
         return server
 
