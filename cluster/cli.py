@@ -124,6 +124,14 @@ def format_status(snap: dict[str, Any], url: str = "") -> list[str]:
                  f"window rows {_n(snap.get('window_rows'))}   "
                  f"sessions ended {_n(snap.get('sessions_ended'))}   "
                  f"restarts {_n(snap['restarts'])}")
+    ledger = snap.get("ledger")
+    if ledger:
+        lines.append(f"ledger: read {_n(ledger['read'])} = processed {_n(ledger['processed'])} "
+                     f"+ late {_n(ledger['late'])} + dead {_n(ledger['dead'])}"
+                     + (f" + in flight {_n(ledger['in_flight'])}" if ledger["in_flight"] else "")
+                     + (f" + held {_n(ledger['held'])}" if ledger.get("held") else "")
+                     + (f" + UNACCOUNTED {_n(ledger['unaccounted'])}"
+                        if ledger["unaccounted"] else ""))
     if cp.get("last_id") is not None:
         lines.append(f"last checkpoint {cp['last_id']}, {human_seconds(cp.get('age_s'))} ago, "
                      f"took {_n(cp.get('duration_s'), 3)} s ({_n(cp.get('taken'))} taken)")

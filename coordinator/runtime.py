@@ -47,6 +47,7 @@ from cluster.logs import MEMBER_ENV, text_prefix
 from cluster.merge import WindowMerger
 from cluster.outputs import RunOutputs, number, save_npy
 from cluster.shm import Segment
+from coordinator.ledger import Ledger
 from coordinator.transport import Transport
 
 log = logging.getLogger("bspump-cluster.coordinator")
@@ -127,15 +128,20 @@ class Coordinator:
         self.seq = 0
         self.position: Any = None
         self.records_read = 0
-        self.dead = 0
+        self.dead = 0  # lines in dead-letters.jsonl
+        self.dead_input = 0  # records refused before routing (source, intake)
         self.late = 0
+        self.unaccounted = 0  # records a source batch lost on the way to routing (must stay 0)
         self.sent = [0] * workers
-        self.processed = [0] * workers
+        self.processed = [0] * workers  # events each worker's pipeline took in
+        self.failed = [0] * workers  # of those, events a processor raised on
         self.batched = [0] * workers
         self.sessions_ended = 0
         self.window_rows = 0
         self.restored_from: int | None = None
         self.restored_events = 0
+        self.restored_routed = 0
+        self.restored_failed = 0
         # Checkpoints
         self.cp_dir = settings.checkpoint_dir
         self.cp_next_id = 1
@@ -240,6 +246,10 @@ class Coordinator:
         self.records_read, self.dead, self.late = c["records_read"], c["dead"], c["late"]
         self.sessions_ended, self.window_rows = c["sessions_ended"], c["window_rows"]
         self.restored_events = c["events_processed"]
+        # At a checkpoint every routed event has been handled (the barrier follows them).
+        self.restored_routed = c.get("routed", c["events_processed"])
+        self.restored_failed = c.get("failed", 0)
+        self.dead_input = c.get("dead_input", c["dead"] - self.restored_failed)
         self.position = m["position"]
         if self.position is not None:
             assert self.pipeline.Source is not None
@@ -255,6 +265,22 @@ class Coordinator:
             log.info("partition %s resumes from checkpoint %d written by %s%s",
                      self.settings.partition, cp.id, m.get("owner", "-"),
                      " (finished)" if m.get("finished") else "")
+
+    def ledger(self) -> Ledger:
+        """Where every record read went so far (see :mod:`coordinator.ledger`)."""
+        return Ledger.of(read=self.records_read, dead_input=self.dead_input, late=self.late,
+                         routed=self.restored_routed + sum(self.sent),
+                         handled=self.restored_events + sum(self.processed),
+                         failed=self.restored_failed + sum(self.failed))
+
+    def _closing_problems(self) -> list[str]:
+        """Why a finished run must not exit 0: a ledger that does not close, lost results."""
+        problems = []
+        problem = self.ledger().problem()
+        if problem is not None:
+            problems.append(problem)
+        problems += self.outputs.missing()
+        return problems
 
     def _checkpoint_due(self) -> bool:
         if self.cp_dir is None:
@@ -322,7 +348,10 @@ class Coordinator:
             "counters": {"records_read": self.records_read, "dead": self.dead,
                          "late": self.late, "sessions_ended": self.sessions_ended,
                          "window_rows": self.window_rows,
-                         "events_processed": self.restored_events + sum(self.processed)},
+                         "events_processed": self.restored_events + sum(self.processed),
+                         "routed": self.restored_routed + sum(self.sent),
+                         "failed": self.restored_failed + sum(self.failed),
+                         "dead_input": self.dead_input},
             "outputs": self.outputs.lengths(),
             "files": {name: meta for files in self.cp_files.values()
                       for name, meta in files.items()},
@@ -465,6 +494,7 @@ class Coordinator:
         if "events_in" in report:
             self.processed[worker] = report["events_in"]
             self.batched[worker] = report.get("events_batched", 0)
+            self.failed[worker] = report.get("events_failed", 0)
 
     def _merge(self, watermark: float) -> list[dict[str, Any]]:
         """Write the windows every worker has closed at ``watermark``; return the rows."""
@@ -530,7 +560,8 @@ class Coordinator:
     async def _route(self, transport: Transport, batch: SourceBatch) -> None:
         for raw, reason in batch.dead:
             self.outputs.dead_letter(reason, raw)
-            self.dead += 1
+        self.dead += len(batch.dead)
+        self.dead_input += len(batch.dead)
         self.records_read += len(batch) + len(batch.dead)
         now = None if self.event_time else time.time()
         if batch.columns is not None:
@@ -542,6 +573,14 @@ class Coordinator:
         for r in result.dead:
             self.outputs.dead_letter(r.reason, r.record)
         self.dead += len(result.dead)
+        self.dead_input += len(result.dead)
+        lost = len(batch) - result.accepted - len(result.dead) - len(result.late)
+        if lost:
+            # Never expected: a route that drops records without a word. Say so now; the
+            # ledger then fails the run at its end.
+            self.unaccounted += lost
+            log.error("%d records of a source batch were neither routed, late nor dead "
+                      "letters (position %s)", lost, json.dumps(batch.position))
         for r in result.late:
             record = json.loads(r.record) if isinstance(r.record, bytes) else r.record
             self.outputs.late(record, r.event_time, self.intake.watermark)
@@ -662,6 +701,12 @@ class Coordinator:
                 exc = reader.exception()
                 log.error("source failed: %s: %s", type(exc).__name__, exc)
                 rc = exits.FAILED
+            if rc == exits.OK:
+                problems = self._closing_problems()
+                for problem in problems:
+                    log.error("%s", problem)
+                if problems:
+                    rc = exits.LEDGER
             self.state = {exits.OK: "finished", exits.STOPPED: "stopped"}.get(rc, "failed")
             if server is not None:
                 server.close()
@@ -815,6 +860,7 @@ class Coordinator:
             "watermark_lag_s": None if watermark is None else round(now - watermark, 3),
             "dead_letters": self.dead,
             "late_events": self.late,
+            "ledger": self.ledger().as_dict(),
             "window_rows": self.window_rows,
             "sessions_ended": self.sessions_ended,
             "restarts": self.restarts,
@@ -854,6 +900,8 @@ class Coordinator:
             "sessions_ended": self.sessions_ended,
             "watermark": self.intake.watermark if math.isfinite(self.intake.watermark) else None,
             "source_position": self.position,
+            "ledger": self.ledger().as_dict(),
+            "result_files": self.outputs.sizes(),
         }
 
     def _summary(self, rc: int) -> None:
@@ -865,6 +913,9 @@ class Coordinator:
         if self._show_progress:
             sys.stderr.write("\r\x1b[K")
         state = "finished" if rc == exits.OK else ("stopped" if rc == exits.STOPPED else "FAILED")
+        ledger = self.ledger()
+        mark = "closes" if ledger.closes else (
+            "does NOT close" if rc in (exits.OK, exits.LEDGER) else "open: the run stopped")
         out = self.settings.output_dir
         lines = [
             f"{text_prefix('coordinator')}{state} in {s['elapsed_s']:.2f} s, "
@@ -875,6 +926,7 @@ class Coordinator:
             f"  late events   {self.late:>12,}" + (f"  -> {out / 'late-events.jsonl'}"
                                                   if self.late else ""),
             *(f"  worker {w:<6} {n:>12,} events" for w, n in enumerate(self.processed)),
+            f"  ledger        {ledger.equation()}  ({mark})",
             f"  window rows   {self.window_rows:>12,}   sessions ended {self.sessions_ended:,}",
             f"  results in {out}",
         ]

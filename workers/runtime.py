@@ -48,7 +48,7 @@ class ShardRuntime:
         p = self.pipeline
         return {"analyzers": p.take_report(), "dead": p.take_dead_letters(),
                 "events_in": p.events_in, "events_out": p.events_out,
-                "events_batched": p.events_batched,
+                "events_batched": p.events_batched, "events_failed": p.events_failed,
                 "open_sessions": sum(getattr(x, "open_sessions", 0) for x in p.Processors)}
 
     def _dead_overflow(self) -> list[Any] | None:

@@ -386,6 +386,12 @@ function cards(s) {
     ["events/s", fmt(s.events_per_s)],
     ["watermark (UTC)", iso(s.watermark).replace("T", " ").replace("Z", ""), null, false, "wide"],
     ["watermark lag", human(s.watermark_lag_s), s.event_time ? "behind the wall clock (event time)" : "behind the wall clock"],
+    ["processed", fmt((s.ledger || {}).processed),
+     s.ledger ? `read ${fmt(s.ledger.read)} = processed + late ${fmt(s.ledger.late)} + dead ${fmt(s.ledger.dead)}` +
+       (s.ledger.in_flight ? ` + in flight ${fmt(s.ledger.in_flight)}` : "") +
+       (s.ledger.held ? ` + held ${fmt(s.ledger.held)}` : "") +
+       (s.ledger.unaccounted ? ` + UNACCOUNTED ${fmt(s.ledger.unaccounted)}` : "") : null,
+     !!(s.ledger && s.ledger.unaccounted)],
     ["dead letters", fmt(s.dead_letters), null, s.dead_letters > 0],
     ["late events", fmt(s.late_events), null, s.late_events > 0],
     ["window rows", fmt(s.window_rows)],
