@@ -210,6 +210,11 @@ PIPELINE_KEYS = {
     "shard_key": "field name, or geo_cell(lat_field, lon_field, degrees)",
     "time_field": "field with the event time (epoch seconds or ISO-8601); unset: wall clock",
     "allowed_lateness": "seconds the watermark trails the newest event time (default 0)",
+    "max_time_jump": "seconds an event may be ahead of the newest event time before it is held "
+                     "until the stream confirms the jump (default 3600; 0: off)",
+    "time_jump_confirm": "records that confirm a held jump, or refute it (default 100)",
+    "late_warning_share": "warn when more than this share of the records read in 10 s are "
+                          "late (default 0.1)",
     "source": "module:Class replacing the pipeline's source",
     "sink": "module:Class replacing the pipeline's sink",
 }
@@ -238,6 +243,9 @@ class PipelineSettings:
     shard_key: ShardKeySpec
     time_field: str | None = None
     allowed_lateness: float = 0.0
+    max_time_jump: float = 3600.0
+    time_jump_confirm: int = 100
+    late_warning_share: float = 0.1
     source: str | None = None
     sink: str | None = None
 
@@ -382,6 +390,11 @@ def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = 
         time_field=cfg.get(section, "time_field") or None,
         allowed_lateness=cfg.get_float(section, "allowed_lateness", 0.0, minimum=0.0,
                                        maximum=366 * 86400.0),
+        max_time_jump=cfg.get_float(section, "max_time_jump", 3600.0, minimum=0.0),
+        time_jump_confirm=cfg.get_int(section, "time_jump_confirm", 100, minimum=1,
+                                      maximum=1_000_000),
+        late_warning_share=cfg.get_float(section, "late_warning_share", 0.1, minimum=0.0,
+                                         maximum=1.0),
         source=_split_class_ref(cfg, section, "source", source) if source else None,
         sink=_split_class_ref(cfg, section, "sink", sink) if sink else None,
     )

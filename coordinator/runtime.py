@@ -41,7 +41,7 @@ from bspump.processor import SourceBatch
 from cluster import checkpoint, exits, httpd, wire
 from cluster.config import ClusterSettings
 from cluster.errors import CheckpointError, ClusterError, StartRefused, WorkerDied
-from cluster.intake import Intake
+from cluster.intake import Intake, IntakeResult
 from cluster.layout import Layout
 from cluster.logs import MEMBER_ENV, text_prefix
 from cluster.merge import WindowMerger
@@ -131,7 +131,6 @@ class Coordinator:
         self.dead = 0  # lines in dead-letters.jsonl
         self.dead_input = 0  # records refused before routing (source, intake)
         self.late = 0
-        self.unaccounted = 0  # records a source batch lost on the way to routing (must stay 0)
         self.sent = [0] * workers
         self.processed = [0] * workers  # events each worker's pipeline took in
         self.failed = [0] * workers  # of those, events a processor raised on
@@ -159,6 +158,7 @@ class Coordinator:
         self._window_history: dict[str, deque[dict[str, Any]]] = {
             aid: deque(maxlen=WINDOW_HISTORY) for aid in self.mergers}
         self._checkpoint_history: deque[dict[str, Any]] = deque(maxlen=50)
+        self._warnings: deque[dict[str, Any]] = deque(maxlen=10)
         self.kafka_lag: dict[str, int] = {}
         self._source_down: float | None = None  # since when the source's brokers are silent
         self._progress = asyncio.Event()
@@ -271,7 +271,8 @@ class Coordinator:
         return Ledger.of(read=self.records_read, dead_input=self.dead_input, late=self.late,
                          routed=self.restored_routed + sum(self.sent),
                          handled=self.restored_events + sum(self.processed),
-                         failed=self.restored_failed + sum(self.failed))
+                         failed=self.restored_failed + sum(self.failed),
+                         held=len(self.intake.jumps.held))
 
     def _closing_problems(self) -> list[str]:
         """Why a finished run must not exit 0: a ledger that does not close, lost results."""
@@ -564,23 +565,30 @@ class Coordinator:
         self.dead_input += len(batch.dead)
         self.records_read += len(batch) + len(batch.dead)
         now = None if self.event_time else time.time()
+        jumps_before = self.intake.jumps.counts()
         if batch.columns is not None:
             result = self.intake.feed_columns(batch.columns, now)
         elif batch.raw is not None:
             result = self.intake.feed_raw(batch.raw, batch.where, now)
         else:
             result = self.intake.feed(batch.records, now)
+        if self.intake.jumps.counts() != jumps_before:
+            self._note_jumps(jumps_before)
+        lost = len(batch) - result.accepted - len(result.dead) - len(result.late) - result.held
+        if lost:
+            # Never expected: a route that drops records without a word. Say so now; the
+            # ledger (read - dead - late - routed - held) then fails the run at its end.
+            log.error("%d records of a source batch were neither routed, late, held nor dead "
+                      "letters (position %s)", lost, json.dumps(batch.position))
+        await self._deliver(transport, result)
+        self.position = batch.position
+
+    async def _deliver(self, transport: Transport, result: IntakeResult) -> None:
+        """Write what the intake refused, send the rest to the workers in order."""
         for r in result.dead:
             self.outputs.dead_letter(r.reason, r.record)
         self.dead += len(result.dead)
         self.dead_input += len(result.dead)
-        lost = len(batch) - result.accepted - len(result.dead) - len(result.late)
-        if lost:
-            # Never expected: a route that drops records without a word. Say so now; the
-            # ledger then fails the run at its end.
-            self.unaccounted += lost
-            log.error("%d records of a source batch were neither routed, late nor dead "
-                      "letters (position %s)", lost, json.dumps(batch.position))
         for r in result.late:
             record = json.loads(r.record) if isinstance(r.record, bytes) else r.record
             self.outputs.late(record, r.event_time, self.intake.watermark)
@@ -594,7 +602,6 @@ class Coordinator:
                     await self._send_data(transport, w, chunk.times[w], chunk.events[w])
             if chunk.watermark is not None:
                 await self._send_watermark(transport, chunk.watermark)
-        self.position = batch.position
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -721,6 +728,9 @@ class Coordinator:
             self._progress.set()
 
     async def _finish(self, transport: Transport) -> None:
+        jumps_before = self.intake.jumps.counts()
+        await self._deliver(transport, self.intake.release_held())
+        self._note_jumps(jumps_before)
         if self.event_time:
             last = self.intake.max_time if math.isfinite(self.intake.max_time) else 0.0
         else:
@@ -766,6 +776,9 @@ class Coordinator:
         probe = getattr(source, "probe", None)
         tick = 0
         dead_seen = self.dead
+        late_window: deque[tuple[int, int]] = deque(maxlen=11)
+        late_quiet_until = 0
+        share = self.settings.routing.late_warning_share
         while True:
             self._history.append((time.monotonic(), time.time(), self.records_read,
                                   list(self.processed), list(self.open_sessions)))
@@ -773,6 +786,17 @@ class Coordinator:
                 log.warning("dead letters: %d in the last 10 s (%d in all) -> %s",
                             self.dead - dead_seen, self.dead, self.outputs.dead_letters.path)
                 dead_seen = self.dead
+            # Late share over the last 10 s, checked every second, said at most every 10 s.
+            late_window.append((self.late, self.records_read))
+            late = self.late - late_window[0][0]
+            read = self.records_read - late_window[0][1]
+            if late and late > share * read and tick >= late_quiet_until:
+                self._warn("late events: %d of the %d records read in the last %d s (%.0f%%, "
+                           "more than late_warning_share = %g) were behind the watermark; "
+                           "allowed_lateness = %g s -> %s", late, read, len(late_window) - 1,
+                           100 * late / read, share, self.settings.routing.allowed_lateness,
+                           self.outputs.late_events.path)
+                late_quiet_until = tick + 10
             if self._show_progress:
                 self._print_progress()
             if probe is not None and tick % PROBE_EVERY == 0:
@@ -796,6 +820,27 @@ class Coordinator:
             log.info("Kafka at %s answers again after %.1f s", servers,
                      time.monotonic() - self._source_down)
             self._source_down = None
+
+    def _warn(self, message: str, *args: Any) -> None:
+        """A warning for the log and for the page (the newest few are in the snapshot)."""
+        log.warning(message, *args)
+        self._warnings.append({"time": time.time(), "message": message % args})
+
+    def _note_jumps(self, before: dict[str, int]) -> None:
+        """Log what the far-ahead rule (cluster.jumps) did with the last batch."""
+        after = self.intake.jumps.counts()
+        guard = self.intake.jumps
+        if after["held"] and not before["held"]:
+            self._warn("a record's event time is more than max_time_jump = %g s ahead of the "
+                       "stream: held until %d records confirm or refute the jump",
+                       guard.max_jump, guard.confirm)
+        if after["refused"] > before["refused"]:
+            self._warn("%d records refused as timestamp too far ahead (the stream did not "
+                       "confirm the jump) -> %s", after["refused"] - before["refused"],
+                       self.outputs.dead_letters.path)
+        if after["released"] > before["released"]:
+            log.info("the stream jumped ahead: %d held records released",
+                     after["released"] - before["released"])
 
     def _rates(self, span: float = 5.0) -> tuple[float, list[float]]:
         """Records/s read and events/s per worker over the last ``span`` seconds."""
@@ -861,6 +906,8 @@ class Coordinator:
             "dead_letters": self.dead,
             "late_events": self.late,
             "ledger": self.ledger().as_dict(),
+            "time_jumps": self.intake.jumps.counts(),
+            "warnings": list(self._warnings),
             "window_rows": self.window_rows,
             "sessions_ended": self.sessions_ended,
             "restarts": self.restarts,
@@ -901,6 +948,7 @@ class Coordinator:
             "watermark": self.intake.watermark if math.isfinite(self.intake.watermark) else None,
             "source_position": self.position,
             "ledger": self.ledger().as_dict(),
+            "time_jumps": self.intake.jumps.counts(),
             "result_files": self.outputs.sizes(),
         }
 

@@ -403,6 +403,16 @@ function cards(s) {
     ["restarts", fmt(s.restarts), null, s.restarts > 0],
   ];
   if (lag.length) list.push(["Kafka lag", fmt(lag.reduce((a, b) => a + b, 0))]);
+  const jumps = s.time_jumps || {};
+  if (jumps.held || jumps.released || jumps.refused)
+    list.push(["far-ahead times", `${fmt(jumps.held)} held`,
+               `released ${fmt(jumps.released)}, refused ${fmt(jumps.refused)} (max_time_jump)`,
+               jumps.held > 0 || jumps.refused > 0]);
+  const warnings = s.warnings || [];
+  if (warnings.length) {
+    const w = warnings[warnings.length - 1];
+    list.push([`warning, ${iso(w.time).slice(11, 19)} UTC`, w.message, w.message, true, "wide"]);
+  }
   const div = document.getElementById("cards"); div.replaceChildren();
   list.forEach(([k, v, title, warn, wide]) => {
     const c = el("div", {class: "card" + (warn ? " warn" : "") + (wide ? " wide" : "")});
