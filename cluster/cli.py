@@ -152,6 +152,12 @@ def format_status(snap: dict[str, Any], url: str = "") -> list[str]:
     for r in rows:
         lines.append("  ".join(c.ljust(widths[i]) if i == 1 else c.rjust(widths[i])
                                for i, c in enumerate(r)).rstrip())
+    for w in snap["workers"]:
+        if w.get("state") == "stalled":
+            lines.append(f"worker {w['worker']} (pid {w.get('pid', '?')}) is stalled: silent for "
+                         f"{human_seconds(w.get('silent_s'))} (stopped or wedged?)")
+    for warning in (snap.get("warnings") or [])[-3:]:
+        lines.append(f"warning {_iso(warning['time'])}: {warning['message']}")
     return lines
 
 

@@ -200,6 +200,8 @@ CLUSTER_KEYS = {
     "checkpoints_kept": "complete checkpoints to keep (default 3)",
     "max_restarts": "restarts from the last checkpoint after a process dies (default 3)",
     "http": "host:port for /metrics and the live page (default off; 127.0.0.1:PORT)",
+    "worker_timeout": "seconds a worker may stay silent (no progress, no heartbeat) before it is "
+                      "killed and the run restarts from the last checkpoint (default 60; 0: off)",
     "tasks": "one (default): one coordinator reads every partition this host is assigned; "
              "partition: one task per Kafka partition, whose state moves with the partition",
 }
@@ -273,6 +275,7 @@ class ClusterSettings:
     checkpoint_events: int = 5_000_000
     checkpoints_kept: int = 3
     max_restarts: int = 3
+    worker_timeout: float = 60.0
     http: tuple[str, int] | None = None
     tasks: str = "one"
     # The Kafka partition ("topic:N") a partition task runs, else None.
@@ -426,6 +429,7 @@ def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = 
         checkpoint_events=cfg.get_int("cluster", "checkpoint_events", 5_000_000, minimum=1),
         checkpoints_kept=cfg.get_int("cluster", "checkpoints_kept", 3, minimum=1),
         max_restarts=cfg.get_int("cluster", "max_restarts", 3, minimum=0),
+        worker_timeout=cfg.get_float("cluster", "worker_timeout", 60.0, minimum=0.0),
         config_path=config_path,
         pipeline=pipeline,
         pipeline_id=pipeline_id,

@@ -58,6 +58,7 @@ WINDOW_HISTORY = 120  # merged periods kept per TimeWindowAnalyzer for the page
 TOP_KEYS = 12  # keys per period kept for the page
 FINAL_CHECKPOINT_TIMEOUT = 3.0
 PROBE_EVERY = 2  # seconds between asking the source's brokers whether they answer
+STALLED_AFTER = 5.0  # seconds of silence after which the snapshot calls a worker stalled
 _EOF = object()
 
 
@@ -153,6 +154,9 @@ class Coordinator:
         self._restored: set[int] = set()
         self.restarts = restarts
         self.open_sessions = [0] * workers
+        self.worker_pids: list[int | None] = [None] * workers
+        self.last_heard = [time.monotonic()] * workers  # any message from the worker
+        self.stalled: set[int] = set()  # workers killed for silence
         self._history: deque[tuple[float, float, int, list[int], list[int]]] = deque(
             maxlen=HISTORY)
         self._window_history: dict[str, deque[dict[str, Any]]] = {
@@ -200,8 +204,10 @@ class Coordinator:
                 continue
             if kind != wire.HELLO:
                 raise WorkerDied(f"unexpected message {kind} before hello")
-            worker, _pid, table = msg[1], msg[2], msg[3]
+            worker, pid, table = msg[1], msg[2], msg[3]
             self._attach(worker, table)
+            self.worker_pids[worker] = pid
+            self.last_heard[worker] = time.monotonic()
             pending.discard(worker)
 
     def _attach(self, worker: int, table: dict[str, list[Any]]) -> None:
@@ -439,6 +445,10 @@ class Coordinator:
         while True:
             msg = await transport.recv()
             kind = msg[0]
+            if len(msg) > 1 and isinstance(msg[1], int) and 0 <= msg[1] < self.workers:
+                self.last_heard[msg[1]] = time.monotonic()
+            if kind == wire.HEARTBEAT:
+                continue
             if kind == wire.ACK:
                 _, worker, seq, watermark, report = msg
                 self._apply(worker, report)
@@ -797,6 +807,7 @@ class Coordinator:
                            100 * late / read, share, self.settings.routing.allowed_lateness,
                            self.outputs.late_events.path)
                 late_quiet_until = tick + 10
+            self._check_silence()
             if self._show_progress:
                 self._print_progress()
             if probe is not None and tick % PROBE_EVERY == 0:
@@ -820,6 +831,26 @@ class Coordinator:
             log.info("Kafka at %s answers again after %.1f s", servers,
                      time.monotonic() - self._source_down)
             self._source_down = None
+
+    def _check_silence(self) -> None:
+        """Kill a worker that said nothing for ``worker_timeout``: stopped (SIGSTOP, swapped
+        out) or wedged in a call. The supervisor then restarts the run from the last
+        checkpoint, as after any death."""
+        limit = self.settings.worker_timeout
+        if not limit or self.state != "running":
+            return
+        now = time.monotonic()
+        for w, heard in enumerate(self.last_heard):
+            pid = self.worker_pids[w]
+            if (pid is None or pid == os.getpid() or self.done[w] or w in self.stalled
+                    or now - heard <= limit):
+                continue
+            self.stalled.add(w)
+            self._warn("worker %d (pid %d) made no progress for %.0f s (worker_timeout = %g s): "
+                       "stopped or wedged; killing it so the run restarts from the last "
+                       "checkpoint", w, pid, now - heard, limit)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def _warn(self, message: str, *args: Any) -> None:
         """A warning for the log and for the page (the newest few are in the snapshot)."""
@@ -883,7 +914,13 @@ class Coordinator:
         rate, per = self._rates()
         now = time.time()
         watermark = self.intake.watermark if math.isfinite(self.intake.watermark) else None
+        quiet = [time.monotonic() - heard for heard in self.last_heard]
+        limit = self.settings.worker_timeout
+        stalled_after = max(2.0, min(STALLED_AFTER, limit / 2)) if limit else STALLED_AFTER
         workers = [{"worker": w, "events_in": self.sent[w], "events_out": self.processed[w],
+                    "pid": self.worker_pids[w], "silent_s": round(quiet[w], 1),
+                    "state": "done" if self.done[w] else
+                    ("stalled" if w in self.stalled or quiet[w] > stalled_after else "running"),
                     "events_per_s": round(per[w], 1),
                     "queue_depth": max(0, self.sent[w] - self.processed[w]),
                     "open_sessions": self.open_sessions[w],

@@ -28,6 +28,8 @@ from cluster.config import ClusterSettings
 
 log = logging.getLogger("bspump-cluster.worker")
 
+HEARTBEAT_EVERY = 1.0  # seconds without a message to the coordinator before a heartbeat
+
 
 class ShardRuntime:
     """One shard of the pipeline and its answers to the coordinator's messages."""
@@ -167,12 +169,15 @@ def serve(settings: ClusterSettings, run: RunInfo, run_dir: str, parent_pid: int
             up.send(wire.pack([wire.FAILED, run.worker, f"{type(e).__name__}: {e}"]))
             return 1
         up.send(wire.pack(shard.hello()))
+        said = time.monotonic()
         poller = zmq.Poller()
         poller.register(down, zmq.POLLIN)
         while not shard.finished:
-            if not poller.poll(1000):
+            if not poller.poll(int(HEARTBEAT_EVERY * 1000)):
                 if os.getppid() != parent_pid:
                     return 1
+                up.send(wire.pack([wire.HEARTBEAT, run.worker, shard.pipeline.events_in]))
+                said = time.monotonic()
                 continue
             msg = wire.unpack(down.recv(copy=False).buffer)
             reply = shard.handle(msg)
@@ -181,6 +186,11 @@ def serve(settings: ClusterSettings, run: RunInfo, run_dir: str, parent_pid: int
                 up.send(wire.pack([wire.OUTPUT, run.worker, text]))
             if reply is not None:
                 up.send(wire.pack(reply))
+                said = time.monotonic()
+            elif time.monotonic() - said >= HEARTBEAT_EVERY:
+                # Busy on data messages, which need no reply: still say we are alive.
+                up.send(wire.pack([wire.HEARTBEAT, run.worker, shard.pipeline.events_in]))
+                said = time.monotonic()
         return 0
     finally:
         sys.stdout = real_stdout

@@ -446,7 +446,8 @@ function workersTable(s) {
   const tbody = document.querySelector("#workers tbody"); tbody.replaceChildren();
   s.workers.forEach((w) => {
     const tr = el("tr");
-    [w.worker, `${w.key_groups[0]}-${w.key_groups[1]}`, fmt(w.events_in), fmt(w.events_out),
+    [w.state === "stalled" ? `${w.worker} (stalled: silent ${human(w.silent_s)})` : w.worker,
+     `${w.key_groups[0]}-${w.key_groups[1]}`, fmt(w.events_in), fmt(w.events_out),
      total ? `${(100 * w.events_out / total).toFixed(1)} %` : "-", fmt(w.events_per_s),
      fmt(w.queue_depth), fmt(w.open_sessions)].forEach((v) => tr.append(el("td", {}, String(v))));
     tbody.append(tr);
