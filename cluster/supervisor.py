@@ -282,16 +282,22 @@ def lock_folders(settings: ClusterSettings) -> list[dirlock.DirLock]:
     Refused, with nothing touched: another live run holds a folder, a folder cannot be
     written, or the output folder holds the results of another config.
     """
-    owner = {"config": str(settings.config_path.resolve()), "pipeline": settings.pipeline_id}
+    owner = {"config": str(settings.config_path.resolve()), "pipeline": settings.pipeline_id,
+             "pipeline_class": settings.pipeline}
     wait = PARTITION_LOCK_WAIT if settings.partition is not None else 0.0
     locks = [dirlock.acquire(settings.output_dir, wait)]
     try:
-        previous = locks[0].previous.get("config")
-        if previous and previous != owner["config"] and _has_results(settings.output_dir):
+        # Another config of the same pipeline (other workers, say) continues the same job;
+        # another pipeline would write over its results (dead letters, summary...).
+        before = locks[0].previous
+        mine = (owner["pipeline"], owner["pipeline_class"])
+        theirs = (before.get("pipeline"), before.get("pipeline_class"))
+        if before.get("pipeline") and theirs != mine and _has_results(settings.output_dir):
             raise StartRefused(
-                f"{settings.output_dir} holds the results of another config ({previous}); "
-                f"choose another output_dir, or delete "
-                f"{settings.output_dir / dirlock.LOCK_NAME} to let this config replace them")
+                f"{settings.output_dir} holds the results of pipeline {theirs[0]} "
+                f"({theirs[1]}, config {before.get('config', '?')}), not {mine[0]} ({mine[1]}); "
+                f"choose another output_dir, or delete {settings.output_dir / dirlock.LOCK_NAME} "
+                "to let this pipeline replace them")
         cp = settings.checkpoint_dir
         if cp is not None and cp.resolve() != settings.output_dir.resolve():
             locks.append(dirlock.acquire(cp, wait, mode=0o700))

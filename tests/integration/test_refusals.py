@@ -62,20 +62,22 @@ def test_a_taken_http_port_refuses_the_run_and_leaves_the_previous_results(
     assert _results(out) == before
 
 
-def test_results_of_another_config_are_not_overwritten(seed_config, tmp_path: Path) -> None:
+def test_results_of_another_pipeline_are_not_overwritten(seed_config, tmp_path: Path) -> None:
     cfg = seed_config(make_lines(2000))
     out = tmp_path / "out"
     assert cli("run", str(cfg), "-o", str(out), "--workers", "1").returncode == 0
     before = _results(out)
     other = tmp_path / "other.ini"
-    other.write_text(cfg.read_text())
+    other.write_text(ENDLESS)
     p = cli("run", str(other), "-o", str(out), "--workers", "1")
     assert p.returncode == exits.REFUSED, p.stderr
-    assert "holds the results of another config" in p.stderr
+    assert "holds the results of pipeline SeedPipeline" in p.stderr
     assert str(cfg.resolve()) in p.stderr
     assert _results(out) == before
-    # The same config again is the normal case: it replaces its own results.
-    assert cli("run", str(cfg), "-o", str(out), "--workers", "1").returncode == 0
+    # Another config of the same pipeline (here: a copy) continues the same job.
+    copy = tmp_path / "copy.ini"
+    copy.write_text(cfg.read_text())
+    assert cli("run", str(copy), "-o", str(out), "--workers", "2").returncode == 0
 
 
 def test_an_unwritable_output_folder_is_refused_naming_it(seed_config, tmp_path: Path) -> None:
