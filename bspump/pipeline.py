@@ -36,6 +36,7 @@ class Pipeline:
         self.events_in = 0
         self.events_out = 0
         self.events_batched = 0  # of events_in, how many took the batch path
+        self.events_failed = 0  # of events_in, how many a processor raised on (dead letters)
         self.dead_letters: list[dict[str, Any]] = []
         self._chain: list[Callable[[dict[str, Any], Any], Any]] = []
         self._observes: list[bool] = []
@@ -119,6 +120,7 @@ class Pipeline:
         sink = self._sink_step
         seq = self.event_seq
         out = 0
+        failed = 0
         step: Callable[[dict[str, Any], Any], Any] | None = None
         if all(self._observes):
             # Analyzers only (the common case): None means "pass the event on".
@@ -137,6 +139,7 @@ class Pipeline:
                         sink(context, event)
                 except Exception as e:
                     self._dead_letter(step, event, e)
+                    failed += 1
                     continue
                 out += 1
         else:
@@ -155,14 +158,16 @@ class Pipeline:
                             break
                         event = result
                     else:
-                        out += 1
                         if sink is not None:
                             step = sink
                             sink(context, event)
+                        out += 1
                 except Exception as e:
                     self._dead_letter(step, event, e)
+                    failed += 1
         self.events_in += len(events)
         self.events_out += out
+        self.events_failed += failed
 
     def process_columns(self, batch: EventBatch) -> None:
         """Run a columnar batch: whole-batch steps when every piece has one, else per event.
@@ -186,6 +191,7 @@ class Pipeline:
             for event in batch.to_dicts():
                 self._dead_letter(step, event, e)
             self.events_in += n
+            self.events_failed += n
             return
         self.events_in += n
         self.events_out += n

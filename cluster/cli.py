@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cluster import checkpoint, logs, supervisor
+from cluster import checkpoint, exits, logs, supervisor
 from cluster.config import ClusterSettings, Config, load_cluster_settings
-from cluster.errors import ClusterError, ConfigError
+from cluster.errors import ClusterError, ConfigError, StartRefused
 from cluster.layout import Layout
 
 
@@ -30,8 +30,6 @@ def _settings(args: argparse.Namespace) -> ClusterSettings:
 log = logging.getLogger("bspump-cluster")
 
 STATUS_TIMEOUT = 5.0
-_OUTCOMES = {supervisor.EXIT_OK: "finished", supervisor.EXIT_FAILED: "failed",
-             supervisor.EXIT_CONFIG: "broken config", supervisor.EXIT_WORKER_DIED: "a worker died"}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -46,8 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         rc = member.run(settings, in_process=args.in_process)
     else:
         rc = supervisor.run(settings, in_process=args.in_process, fresh=args.fresh)
-    outcome = _OUTCOMES.get(rc, f"stopped by signal {rc - 128}" if rc > 128 else "failed")
-    log.info("run ended: %s (exit code %d)", outcome, rc)
+    log.info("run ended: %s (exit code %d)", exits.outcome(rc), rc)
     return rc
 
 
@@ -127,6 +124,14 @@ def format_status(snap: dict[str, Any], url: str = "") -> list[str]:
                  f"window rows {_n(snap.get('window_rows'))}   "
                  f"sessions ended {_n(snap.get('sessions_ended'))}   "
                  f"restarts {_n(snap['restarts'])}")
+    ledger = snap.get("ledger")
+    if ledger:
+        lines.append(f"ledger: read {_n(ledger['read'])} = processed {_n(ledger['processed'])} "
+                     f"+ late {_n(ledger['late'])} + dead {_n(ledger['dead'])}"
+                     + (f" + in flight {_n(ledger['in_flight'])}" if ledger["in_flight"] else "")
+                     + (f" + held {_n(ledger['held'])}" if ledger.get("held") else "")
+                     + (f" + UNACCOUNTED {_n(ledger['unaccounted'])}"
+                        if ledger["unaccounted"] else ""))
     if cp.get("last_id") is not None:
         lines.append(f"last checkpoint {cp['last_id']}, {human_seconds(cp.get('age_s'))} ago, "
                      f"took {_n(cp.get('duration_s'), 3)} s ({_n(cp.get('taken'))} taken)")
@@ -147,6 +152,12 @@ def format_status(snap: dict[str, Any], url: str = "") -> list[str]:
     for r in rows:
         lines.append("  ".join(c.ljust(widths[i]) if i == 1 else c.rjust(widths[i])
                                for i, c in enumerate(r)).rstrip())
+    for w in snap["workers"]:
+        if w.get("state") == "stalled":
+            lines.append(f"worker {w['worker']} (pid {w.get('pid', '?')}) is stalled: silent for "
+                         f"{human_seconds(w.get('silent_s'))} (stopped or wedged?)")
+    for warning in (snap.get("warnings") or [])[-3:]:
+        lines.append(f"warning {_iso(warning['time'])}: {warning['message']}")
     return lines
 
 
@@ -159,12 +170,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"bspump-cluster: the status needs the coordinator's HTTP server, which is off "
               f"in {settings.config_path}: set [cluster] http = 127.0.0.1:PORT",
               file=sys.stderr)
-        return supervisor.EXIT_FAILED
+        return exits.FAILED
     host, port = settings.http
     if port == 0:
         print(f"bspump-cluster: [cluster] http in {settings.config_path} has port 0 (any free "
               "port): give a fixed port to ask the cluster for its status", file=sys.stderr)
-        return supervisor.EXIT_FAILED
+        return exits.FAILED
     url = _status_url(host, port)
     try:
         snap = fetch_snapshot(url)
@@ -172,7 +183,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         summary = settings.output_dir / "summary.json"
         hint = f"; the last run's summary is {summary}" if summary.exists() else ""
         print(f"bspump-cluster: {e}{hint}", file=sys.stderr)
-        return supervisor.EXIT_FAILED
+        return exits.FAILED
     if args.json:
         print(json.dumps({k: v for k, v in snap.items() if k != "matrices"}, indent=1))
     else:
@@ -212,7 +223,7 @@ def _partitions_status(settings: ClusterSettings, as_json: bool) -> int:
     if not dirs:
         where = settings.checkpoint_dir if settings.checkpoint_dir_set else settings.output_dir
         print(f"bspump-cluster: no partition has a checkpoint in {where} yet", file=sys.stderr)
-        return supervisor.EXIT_FAILED
+        return exits.FAILED
     rows = [partition_status(p, dirs[p]) for p in sorted(dirs, key=_partition_order)]
     if as_json:
         print(json.dumps(rows, indent=1))
@@ -253,7 +264,7 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     if args.verify is not None:
         print("with tasks = partition, name the partition of checkpoint "
               f"{args.verify}: --partition TOPIC:N", file=sys.stderr)
-        return supervisor.EXIT_FAILED
+        return exits.FAILED
     for partition in sorted(dirs, key=_partition_order):
         print(f"partition {partition}: ", end="")
         _list_checkpoints(dirs[partition], None)
@@ -330,10 +341,13 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     except ConfigError as e:
         print(f"bspump-cluster: config error: {e}", file=sys.stderr)
-        return supervisor.EXIT_CONFIG
+        return exits.CONFIG
+    except StartRefused as e:
+        print(f"bspump-cluster: not started: {e}", file=sys.stderr)
+        return exits.REFUSED
     except ClusterError as e:
         print(f"bspump-cluster: {e}", file=sys.stderr)
-        return supervisor.EXIT_FAILED
+        return exits.FAILED
 
 
 if __name__ == "__main__":

@@ -201,6 +201,8 @@ CLUSTER_KEYS = {
     "checkpoints_kept": "complete checkpoints to keep (default 3)",
     "max_restarts": "restarts from the last checkpoint after a process dies (default 3)",
     "http": "host:port for /metrics and the live page (default off; 127.0.0.1:PORT)",
+    "worker_timeout": "seconds a worker may stay silent (no progress, no heartbeat) before it is "
+                      "killed and the run restarts from the last checkpoint (default 60; 0: off)",
     "tasks": "one (default): one coordinator reads every partition this host is assigned; "
              "partition: one task per Kafka partition, whose state moves with the partition",
 }
@@ -211,6 +213,11 @@ PIPELINE_KEYS = {
     "shard_key": "field name, or geo_cell(lat_field, lon_field, degrees)",
     "time_field": "field with the event time (epoch seconds or ISO-8601); unset: wall clock",
     "allowed_lateness": "seconds the watermark trails the newest event time (default 0)",
+    "max_time_jump": "seconds an event may be ahead of the newest event time before it is held "
+                     "until the stream confirms the jump (default 3600; 0: off)",
+    "time_jump_confirm": "records that confirm a held jump, or refute it (default 100)",
+    "late_warning_share": "warn when more than this share of the records read in 10 s are "
+                          "late (default 0.1)",
     "source": "module:Class replacing the pipeline's source",
     "sink": "module:Class replacing the pipeline's sink",
 }
@@ -239,6 +246,9 @@ class PipelineSettings:
     shard_key: ShardKeySpec
     time_field: str | None = None
     allowed_lateness: float = 0.0
+    max_time_jump: float = 3600.0
+    time_jump_confirm: int = 100
+    late_warning_share: float = 0.1
     source: str | None = None
     sink: str | None = None
 
@@ -266,6 +276,7 @@ class ClusterSettings:
     checkpoint_events: int = 5_000_000
     checkpoints_kept: int = 3
     max_restarts: int = 3
+    worker_timeout: float = 60.0
     http: tuple[str, int] | None = None
     max_record_depth: int = 64
     tasks: str = "one"
@@ -384,6 +395,11 @@ def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = 
         time_field=cfg.get(section, "time_field") or None,
         allowed_lateness=cfg.get_float(section, "allowed_lateness", 0.0, minimum=0.0,
                                        maximum=366 * 86400.0),
+        max_time_jump=cfg.get_float(section, "max_time_jump", 3600.0, minimum=0.0),
+        time_jump_confirm=cfg.get_int(section, "time_jump_confirm", 100, minimum=1,
+                                      maximum=1_000_000),
+        late_warning_share=cfg.get_float(section, "late_warning_share", 0.1, minimum=0.0,
+                                         maximum=1.0),
         source=_split_class_ref(cfg, section, "source", source) if source else None,
         sink=_split_class_ref(cfg, section, "sink", sink) if sink else None,
     )
@@ -415,6 +431,7 @@ def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = 
         checkpoint_events=cfg.get_int("cluster", "checkpoint_events", 5_000_000, minimum=1),
         checkpoints_kept=cfg.get_int("cluster", "checkpoints_kept", 3, minimum=1),
         max_restarts=cfg.get_int("cluster", "max_restarts", 3, minimum=0),
+        worker_timeout=cfg.get_float("cluster", "worker_timeout", 60.0, minimum=0.0),
         config_path=config_path,
         pipeline=pipeline,
         pipeline_id=pipeline_id,

@@ -27,3 +27,7 @@ class CheckpointError(ClusterError):
 
 class WorkerDied(ClusterError):
     """A worker process ended without being asked to."""
+
+
+class StartRefused(ClusterError):
+    """The run cannot start without harming another run or earlier results; nothing was touched."""

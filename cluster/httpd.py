@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 
 log = logging.getLogger("bspump-cluster.http")
@@ -56,8 +57,21 @@ async def _handle(route: Route, reader: asyncio.StreamReader,
         writer.close()
 
 
-async def serve(route: Route, host: str, port: int) -> asyncio.Server:
-    """Start serving ``route`` on host:port in the running event loop."""
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, bound now: a taken port fails before the run starts.
+
+    Raises OSError (``errno.EADDRINUSE`` when another process has the port).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
+
+
+async def serve(route: Route, host: str, port: int,
+                sock: socket.socket | None = None) -> asyncio.Server:
+    """Start serving ``route`` on host:port (or on a socket from :func:`bind`)."""
+    if sock is not None:
+        return await asyncio.start_server(lambda r, w: _handle(route, r, w), sock=sock,
+                                          limit=MAX_REQUEST)
     return await asyncio.start_server(lambda r, w: _handle(route, r, w), host, port,
                                       limit=MAX_REQUEST)
 

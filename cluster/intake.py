@@ -21,6 +21,7 @@ import numpy as np
 
 from cluster.config import PipelineSettings
 from cluster.errors import RecordError
+from cluster.jumps import Held, JumpGuard
 from cluster.layout import Layout, check_key, geo_cell, key_extractor
 from cluster.records import (
     BOM,
@@ -89,6 +90,9 @@ class IntakeResult:
     dead: list[Rejected] = field(default_factory=list)
     late: list[Rejected] = field(default_factory=list)
     accepted: int = 0
+    # Change in the number of held records (see cluster.jumps): a batch's records are
+    # accepted + dead + late + held; a release or a refusal moves held ones on.
+    held: int = 0
 
 
 def _placed(where: Callable[[int], str] | None, i: int, error: RecordError) -> str:
@@ -112,6 +116,8 @@ class Intake:
         self.watermark = -math.inf
         self.max_time = -math.inf
         self._next_boundary = -math.inf
+        self.jumps = JumpGuard(routing.max_time_jump if self.event_time else 0.0,
+                               routing.time_jump_confirm)
         self._key = key_extractor(routing.shard_key)
         self._time_field = routing.time_field
         self._cache: dict[Any, int] = {}
@@ -318,6 +324,16 @@ class Intake:
         if not self.event_time:
             self._emit(times, workers, take, np.arange(n), [], [], result, row is None)
             return
+        guard = self.jumps
+        if guard.active and (guard.held or guard.any_ahead(times, self.max_time)):
+            self._split_guarded(times, workers, take, result, row)
+            return
+        self._in_time(times, workers, take, result, row, row is None)
+
+    def _in_time(self, times: np.ndarray, workers: np.ndarray,
+                 take: Callable[[np.ndarray, np.ndarray], Any], result: IntakeResult,
+                 row: Callable[[int], Any] | None, as_lists: bool) -> None:
+        """The rules of _vector_split for rows no record is held among."""
         # The sequential rules, vectorized: a row is late against the watermark before it.
         cm = np.maximum(np.maximum.accumulate(times), self.max_time)
         w_after = np.maximum(cm - self.lateness, self.watermark)
@@ -340,7 +356,69 @@ class Intake:
         if cuts:
             self._next_boundary = (float(tick_of[cuts[-1]]) + 1) * self.tick
         self._emit(times, workers, take, keep, cuts, [float(w_keep[c]) for c in cuts], result,
-                   row is None)
+                   as_lists)
+
+    def _split_guarded(self, times: np.ndarray, workers: np.ndarray,
+                       take: Callable[[np.ndarray, np.ndarray], Any], result: IntakeResult,
+                       row: Callable[[int], Any] | None) -> None:
+        """A batch with a record far ahead, or while some are held: row by row (rare).
+
+        Runs of rows in time go through :meth:`_in_time` as usual; a row too far ahead
+        is held; the hold list is released or refused as :mod:`cluster.jumps` says.
+        """
+        guard = self.jumps
+        front = self.max_time
+        normal: list[int] = []
+
+        def flush() -> None:
+            if normal:
+                idx = np.array(normal, dtype=np.int64)
+                self._in_time(times[idx], workers[idx], lambda sel, t: take(idx[sel], t),
+                              result, None if row is None else (lambda j: row(int(idx[j]))),
+                              row is None)
+                normal.clear()
+
+        for j, t in enumerate(times.tolist()):
+            if guard.is_ahead(t, front):
+                part = take(np.array([j]), times[j:j + 1])
+                payload = part[0] if isinstance(part, list) else part.row(0)
+                guard.held.append(Held(t, int(workers[j]), payload,
+                                       row(j) if row is not None else payload))
+                result.held += 1
+                if len(guard.held) >= guard.confirm:
+                    flush()
+                    self._release(result)
+                    front = self.max_time
+                continue
+            normal.append(j)
+            front = max(front, t)
+            if guard.held:
+                guard.since += 1
+                if guard.since >= guard.confirm:
+                    flush()
+                    for h in guard.take():
+                        result.dead.append(Rejected(h.record, guard.refusal(h, front), h.time))
+                        result.held -= 1
+                        guard.refused += 1
+        flush()
+
+    def _release(self, result: IntakeResult) -> None:
+        """Let every held record in, in input order, as if it had just arrived."""
+        held = self.jumps.take()
+        if not held:
+            return
+        self.jumps.released += len(held)
+        result.held -= len(held)
+        times = np.array([h.time for h in held], dtype=np.float64)
+        workers = np.array([h.worker for h in held], dtype=np.int64)
+        self._in_time(times, workers, lambda sel, t: [held[i].payload for i in sel.tolist()],
+                      result, lambda j: held[j].record, True)
+
+    def release_held(self) -> IntakeResult:
+        """End of input: records still held go in (nothing contradicted their jump)."""
+        result = IntakeResult()
+        self._release(result)
+        return result
 
     def _column_workers(self, batch: Any, name: str) -> np.ndarray:
         """The worker of every row, from a lookup table per distinct key."""
@@ -434,16 +512,17 @@ class Intake:
 
         self._vector_split(t, workers, take, now, result)
 
-    def state(self) -> dict[str, float]:
-        """Watermark bookkeeping, for a checkpoint manifest."""
+    def state(self) -> dict[str, Any]:
+        """Watermark bookkeeping and held records, for a checkpoint manifest."""
         return {"watermark": self.watermark, "max_time": self.max_time,
-                "next_boundary": self._next_boundary}
+                "next_boundary": self._next_boundary, "jumps": self.jumps.state()}
 
-    def set_state(self, state: dict[str, float]) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state`."""
         self.watermark = float(state["watermark"])
         self.max_time = float(state["max_time"])
         self._next_boundary = float(state["next_boundary"])
+        self.jumps.set_state(state.get("jumps"))
 
     def clock(self, now: float) -> float | None:
         """Processing time: the watermark to send at wall-clock ``now``, if a tick passed."""

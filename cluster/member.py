@@ -44,11 +44,13 @@ from typing import Any
 from bspump.application import ROLE_COORDINATOR, RunInfo
 from bspump.kafka import KafkaSource, client_options, start_consumer
 from bspump.loader import load_pipeline
-from cluster import checkpoint, httpd
+from cluster import checkpoint, exits, httpd
 from cluster.config import ClusterSettings, load_cluster_settings, partition_folder
+from cluster.errors import StartRefused
+from cluster.exits import describe_exit
 from cluster.logs import MEMBER_ENV, TASK_ENV
 from cluster.prometheus import Exposition
-from cluster.supervisor import EXIT_FAILED, EXIT_OK, child_setup, describe_exit
+from cluster.supervisor import child_setup
 
 log = logging.getLogger("bspump-cluster.member")
 
@@ -214,7 +216,7 @@ class Member:
         """Note tasks that ended by themselves: finished (0) or failed."""
         for t in self.tasks.values():
             rc = t.proc.poll()
-            if rc is None or t.stopping or rc == EXIT_OK:
+            if rc is None or t.stopping or rc == exits.OK:
                 continue
             self._failed = (f"task of partition {t.partition} (pid {t.proc.pid}) ended: "
                             f"{describe_exit(rc)}")
@@ -379,7 +381,12 @@ class Member:
         server = None
         if self.settings.http is not None:
             host, port = self.settings.http
-            server = await httpd.serve(self._route, host, port)
+            try:
+                server = await httpd.serve(self._route, host, port)
+            except OSError as e:
+                raise StartRefused(f"cannot serve http on {host}:{port} "
+                                   f"({self.settings.config.where('cluster', 'http')}): "
+                                   f"{e.strerror or e}") from None
             log.info("member metrics on http://%s:%d/metrics", host, httpd.bound_port(server))
         joining = asyncio.ensure_future(self._join())
         stopping = asyncio.ensure_future(self._stop.wait())
@@ -391,11 +398,11 @@ class Member:
                 await joining
             if server is not None:
                 server.close()
-            return 128 + signalled[0] if signalled else EXIT_FAILED
+            return 128 + signalled[0] if signalled else exits.FAILED
         consumer = joining.result()
         stop_at_end = bool(self.source.Config["stop_at_end"])
         committed_at = reported_at = refreshed_at = time.monotonic()
-        rc = EXIT_OK
+        rc = exits.OK
         try:
             while not self._stop.is_set():
                 try:
@@ -423,7 +430,7 @@ class Member:
                             break
             if self._failed is not None:
                 log.error("%s; stopping this member", self._failed)
-                rc = EXIT_FAILED
+                rc = exits.FAILED
             elif signalled:
                 rc = 128 + signalled[0]
         finally:

@@ -52,6 +52,7 @@ class JsonLinesWriter:
         self.path = path
         self._file: IO[str] | None = None
         self.lines = 0
+        self.written: tuple[int, int, int] | None = None  # device, inode, size when closed
 
     def write(self, obj: Any) -> None:
         """Append one record."""
@@ -74,12 +75,30 @@ class JsonLinesWriter:
             os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        """Flush, fsync and close."""
+        """Flush, fsync and close; remember which file and how long it was."""
         if self._file is not None:
             self._file.flush()
             os.fsync(self._file.fileno())
+            st = os.fstat(self._file.fileno())
+            self.written = (st.st_dev, st.st_ino, st.st_size)
             self._file.close()
             self._file = None
+
+    def missing(self) -> str | None:
+        """Why the closed file is not on disk as written (deleted, moved, cut), or None."""
+        if self.written is None:
+            return None
+        dev, ino, size = self.written
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return (f"{self.path} is not on disk ({size:,} bytes were written to it; was the "
+                    "output folder deleted or moved during the run?)")
+        if (st.st_dev, st.st_ino) != (dev, ino):
+            return f"{self.path} is another file than the one the run wrote (replaced?)"
+        if st.st_size != size:
+            return f"{self.path} has {st.st_size:,} bytes, the run wrote {size:,}"
+        return None
 
 
 def fsync_dir(path: Path) -> None:
@@ -184,6 +203,8 @@ class RunOutputs:
     def truncate_to(self, lengths: dict[str, int]) -> None:
         """Restore: cut each result file back to its checkpointed length, drop newer files."""
         self.close()
+        for w in self._all():
+            w.written = None  # cut below: the end-of-run check starts from the new lengths
         for p in self.result_files():
             if p.name in lengths:
                 os.truncate(p, min(lengths[p.name], p.stat().st_size))
@@ -194,6 +215,14 @@ class RunOutputs:
         """Flush, fsync and close every file."""
         for w in self._all():
             w.close()
+
+    def missing(self) -> list[str]:
+        """Result files that are not on disk as the run wrote them (after :meth:`close`)."""
+        return [problem for w in self._all() if (problem := w.missing()) is not None]
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes of every result file the run wrote (after :meth:`close`)."""
+        return {w.path.name: w.written[2] for w in self._all() if w.written is not None}
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """``summary.json``: the figures of the run."""

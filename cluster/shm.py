@@ -101,7 +101,8 @@ def unlink_run(run_id: str) -> int:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or another user's)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -118,7 +119,7 @@ def remove_stale() -> list[str]:
         pid_text = path.name[len(PREFIX):].split("-", 1)[0].split(".", 1)[0]
         if not pid_text.isdigit():
             continue
-        if not _pid_alive(int(pid_text)):
+        if not pid_alive(int(pid_text)):
             try:
                 path.unlink()
                 removed.append(path.name)

@@ -10,8 +10,11 @@ sockets), then the workers, and watches them all:
   every process is stopped and the run starts again from the last complete
   checkpoint (up to ``max_restarts`` times), else the run stops with exit 3;
 - every child asks Linux to kill it if the supervisor dies, so nothing is orphaned;
+- the output and checkpoint folders are locked for the whole run (one run per
+  folder), before anything in them is read or deleted;
 - the run's shared-memory segments and sockets are removed on the way out, and
-  leftovers of earlier runs whose supervisor died are removed on the way in.
+  leftovers of earlier runs whose supervisor died (segments, per-run folders) are
+  removed on the way in.
 """
 
 from __future__ import annotations
@@ -28,27 +31,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster import shm
+from cluster import dirlock, exits, shm
 from cluster.config import ClusterSettings
+from cluster.errors import StartRefused
+from cluster.exits import describe_exit
 
 log = logging.getLogger("bspump-cluster")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-EXIT_WORKER_DIED = 3
 STOP_GRACE = 4.0  # seconds between asking to stop and killing: everything is gone within 5 s
 READY_TIMEOUT = 120.0
+# A partition task waits this long for the previous owner of its partition to let go.
+PARTITION_LOCK_WAIT = 20.0
+RUN_DIR_PREFIX = "bspump-cluster-"
 
-
-def describe_exit(code: int) -> str:
-    """``exit code 3`` or ``killed by SIGKILL``."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 @dataclass
@@ -68,8 +63,11 @@ class Supervisor:
         self.restarts = 0
         self.workers = 1 if in_process else settings.workers
         self.run_id = f"{os.getpid()}.{os.urandom(4).hex()}"
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"bspump-cluster-{self.run_id}-"))
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{self.run_id}-"))
         os.chmod(self.run_dir, 0o700)
+        # Held while the run lives, so a later run can tell this folder is not stale.
+        self._run_dir_lock = dirlock.acquire(self.run_dir)
+        self._run_dir_lock.claim({"run_id": self.run_id})
         self.coordinator: _Child | None = None
         self.worker_procs: list[_Child] = []
         self._signals = 0
@@ -92,6 +90,9 @@ class Supervisor:
         removed = shm.remove_stale()
         if removed:
             log.info("removed %d shared-memory segments left by earlier runs", len(removed))
+        folders = remove_stale_run_dirs()
+        if folders:
+            log.info("removed %d run folders left by earlier runs", len(folders))
         s = self.settings
         read_fd, write_fd = os.pipe()
         common = ["--config", str(s.config_path), "--run-id", self.run_id,
@@ -208,7 +209,7 @@ class Supervisor:
         self.kill_all()
         self._wait_all(STOP_GRACE)
         if not can_restart:
-            return EXIT_WORKER_DIED
+            return exits.WORKER_DIED
         self.restarts += 1
         self.coordinator = None
         self.worker_procs = []
@@ -248,6 +249,69 @@ class Supervisor:
                 pass
         shm.unlink_run(self.run_id)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        self._run_dir_lock.release()
+
+
+def remove_stale_run_dirs() -> list[Path]:
+    """Remove the per-run folders of runs that are gone (killed with SIGKILL, say).
+
+    A live run holds the lock of its folder; a folder of an older version without a
+    lock file is stale when the pid in its name is no longer alive.
+    """
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
+        try:
+            if not folder.is_dir() or folder.is_symlink() or folder.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if (folder / dirlock.LOCK_NAME).exists():
+            stale = dirlock.is_free(folder)
+        else:
+            pid = folder.name[len(RUN_DIR_PREFIX):].split(".", 1)[0]
+            stale = pid.isdigit() and not shm.pid_alive(int(pid))
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def lock_folders(settings: ClusterSettings) -> list[dirlock.DirLock]:
+    """Lock the output and checkpoint folders for this run, or refuse to start.
+
+    Refused, with nothing touched: another live run holds a folder, a folder cannot be
+    written, or the output folder holds the results of another config.
+    """
+    owner = {"config": str(settings.config_path.resolve()), "pipeline": settings.pipeline_id,
+             "pipeline_class": settings.pipeline}
+    wait = PARTITION_LOCK_WAIT if settings.partition is not None else 0.0
+    locks = [dirlock.acquire(settings.output_dir, wait)]
+    try:
+        # Another config of the same pipeline (other workers, say) continues the same job;
+        # another pipeline would write over its results (dead letters, summary...).
+        before = locks[0].previous
+        mine = (owner["pipeline"], owner["pipeline_class"])
+        theirs = (before.get("pipeline"), before.get("pipeline_class"))
+        if before.get("pipeline") and theirs != mine and _has_results(settings.output_dir):
+            raise StartRefused(
+                f"{settings.output_dir} holds the results of pipeline {theirs[0]} "
+                f"({theirs[1]}, config {before.get('config', '?')}), not {mine[0]} ({mine[1]}); "
+                f"choose another output_dir, or delete {settings.output_dir / dirlock.LOCK_NAME} "
+                "to let this pipeline replace them")
+        cp = settings.checkpoint_dir
+        if cp is not None and cp.resolve() != settings.output_dir.resolve():
+            locks.append(dirlock.acquire(cp, wait, mode=0o700))
+        for held in locks:
+            held.claim(owner)
+    except BaseException:
+        for held in locks:
+            held.release()
+        raise
+    return locks
+
+
+def _has_results(folder: Path) -> bool:
+    return (folder / "summary.json").exists() or any(folder.glob("*.jsonl"))
 
 
 def child_setup() -> None:
@@ -264,11 +328,16 @@ def child_setup() -> None:
 
 def run(settings: ClusterSettings, in_process: bool = False, fresh: bool = False) -> int:
     """Run a cluster to completion; the exit code of ``bspump-cluster run``."""
-    sup = Supervisor(settings, in_process=in_process, fresh=fresh)
+    locks = lock_folders(settings)
     try:
-        rc = sup.start()
-        if rc is not None:
-            return rc
-        return sup.watch()
+        sup = Supervisor(settings, in_process=in_process, fresh=fresh)
+        try:
+            rc = sup.start()
+            if rc is not None:
+                return rc
+            return sup.watch()
+        finally:
+            sup.cleanup()
     finally:
-        sup.cleanup()
+        for held in locks:
+            held.release()

@@ -23,6 +23,8 @@ Up (every worker to the coordinator, one shared channel):
 - ``[FAILED, worker, message]``: the worker cannot go on
 - ``[CHECKPOINTED, worker, checkpoint id, files, report]``: state written; files' sizes, crc32
 - ``[RESTORED, worker, report]``: checkpoint loaded
+- ``[HEARTBEAT, worker, events]``: alive (sent after a second without another message);
+  a worker silent for ``worker_timeout`` is taken for stopped or wedged
 
 Nothing is pickled: a crafted message cannot run code.
 """
@@ -49,6 +51,7 @@ OUTPUT = 13
 FAILED = 14
 CHECKPOINTED = 15
 RESTORED = 16
+HEARTBEAT = 17
 
 
 def _default(obj: Any) -> Any:

@@ -11,12 +11,11 @@ import sys
 from pathlib import Path
 
 from bspump.application import ROLE_SHARD
+from cluster import exits
 from cluster.config import Config, load_cluster_settings
-from cluster.errors import ClusterError, ConfigError
-from coordinator.runtime import EXIT_FAILED, Coordinator
+from cluster.errors import ClusterError, ConfigError, StartRefused
+from coordinator.runtime import Coordinator
 from coordinator.transport import LocalTransport, ZmqTransport
-
-EXIT_CONFIG = 2
 
 
 def _ready(fd: int | None, ring_span: float) -> None:
@@ -32,21 +31,6 @@ async def _run_local(coord: Coordinator) -> int:
     run = dataclasses.replace(coord.run_info, role=ROLE_SHARD, worker=0, workers=1)
     shard = ShardRuntime(coord.settings, run)
     return await coord.run(LocalTransport(shard))
-
-
-def run_in_process(config: str | os.PathLike[str], output_dir: str | None = None,
-                   run_id: str | None = None, fresh: bool = False) -> int:
-    """Run a config with coordinator and one shard in this process (the in-process topology)."""
-    from cluster import shm
-
-    cfg = Config.load(config)
-    settings = load_cluster_settings(cfg, Path(config), workers=1, output_dir=output_dir)
-    rid = run_id or f"{os.getpid()}.local{os.urandom(3).hex()}"
-    try:
-        coord = Coordinator(settings, rid, 1, fresh=fresh)
-        return asyncio.run(_run_local(coord))
-    finally:
-        shm.unlink_run(rid)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,12 +55,16 @@ def main(argv: list[str] | None = None) -> int:
                                          output_dir=args.output_dir, partition=args.partition)
         coord = Coordinator(settings, args.run_id, 1 if args.in_process else args.workers,
                             fresh=args.fresh, restarts=args.restarts)
+        coord.bind_http()
     except ConfigError as e:
         print(f"bspump-cluster: config error: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exits.CONFIG
+    except StartRefused as e:
+        print(f"bspump-cluster: not started: {e}", file=sys.stderr)
+        return exits.REFUSED
     except ClusterError as e:
         print(f"bspump-cluster: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        return exits.FAILED
     if args.in_process:
         _ready(args.ready_fd, coord.timing.ring_span)
         return asyncio.run(_run_local(coord))

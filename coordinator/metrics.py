@@ -43,7 +43,15 @@ def render(snap: dict[str, Any]) -> str:
              [({}, snap["watermark"])])
     t.metric("watermark_lag_seconds", "gauge", "Wall clock minus the watermark.",
              [({}, snap["watermark_lag_s"])])
-    t.metric("dead_letters_total", "counter", "Records kept in dead-letters.jsonl.",
+    ledger = snap.get("ledger") or {}
+    if ledger:
+        t.metric("records_total", "counter",
+                 "Records read, by where each ended: processed, late or dead (a dead letter).",
+                 [({"outcome": k}, ledger[k]) for k in ("processed", "late", "dead")])
+        t.metric("records_in_flight", "gauge",
+                 "Records routed to a worker and not yet reported back as processed.",
+                 [({}, ledger["in_flight"])])
+    t.metric("dead_letters_total", "counter", "Lines in dead-letters.jsonl.",
              [({}, snap["dead_letters"])])
     t.metric("late_events_total", "counter", "Events behind the watermark (late-events.jsonl).",
              [({}, snap["late_events"])])

@@ -38,29 +38,28 @@ from bspump.batch import EventBatch
 from bspump.loader import load_pipeline
 from bspump.matrix import PersistentMatrix
 from bspump.processor import SourceBatch
-from cluster import checkpoint, httpd, wire
+from cluster import checkpoint, exits, httpd, wire
 from cluster.config import ClusterSettings
-from cluster.errors import CheckpointError, ClusterError, WorkerDied
-from cluster.intake import Intake
+from cluster.errors import CheckpointError, ClusterError, StartRefused, WorkerDied
+from cluster.intake import Intake, IntakeResult
 from cluster.layout import Layout
 from cluster.logs import MEMBER_ENV, text_prefix
 from cluster.merge import WindowMerger
 from cluster.outputs import RunOutputs, number, save_npy
 from cluster.records import Limits, late_record
 from cluster.shm import Segment
+from coordinator.ledger import Ledger
 from coordinator.transport import Transport
 
 log = logging.getLogger("bspump-cluster.coordinator")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_STOPPED = 143
 HELLO_TIMEOUT = 60.0
 HISTORY = 600  # seconds of throughput kept for the page
 WINDOW_HISTORY = 120  # merged periods kept per TimeWindowAnalyzer for the page
 TOP_KEYS = 12  # keys per period kept for the page
 FINAL_CHECKPOINT_TIMEOUT = 3.0
 PROBE_EVERY = 2  # seconds between asking the source's brokers whether they answer
+STALLED_AFTER = 5.0  # seconds of silence after which the snapshot calls a worker stalled
 _EOF = object()
 
 
@@ -133,15 +132,19 @@ class Coordinator:
         self.seq = 0
         self.position: Any = None
         self.records_read = 0
-        self.dead = 0
+        self.dead = 0  # lines in dead-letters.jsonl
+        self.dead_input = 0  # records refused before routing (source, intake)
         self.late = 0
         self.sent = [0] * workers
-        self.processed = [0] * workers
+        self.processed = [0] * workers  # events each worker's pipeline took in
+        self.failed = [0] * workers  # of those, events a processor raised on
         self.batched = [0] * workers
         self.sessions_ended = 0
         self.window_rows = 0
         self.restored_from: int | None = None
         self.restored_events = 0
+        self.restored_routed = 0
+        self.restored_failed = 0
         # Checkpoints
         self.cp_dir = settings.checkpoint_dir
         self.cp_next_id = 1
@@ -154,11 +157,15 @@ class Coordinator:
         self._restored: set[int] = set()
         self.restarts = restarts
         self.open_sessions = [0] * workers
+        self.worker_pids: list[int | None] = [None] * workers
+        self.last_heard = [time.monotonic()] * workers  # any message from the worker
+        self.stalled: set[int] = set()  # workers killed for silence
         self._history: deque[tuple[float, float, int, list[int], list[int]]] = deque(
             maxlen=HISTORY)
         self._window_history: dict[str, deque[dict[str, Any]]] = {
             aid: deque(maxlen=WINDOW_HISTORY) for aid in self.mergers}
         self._checkpoint_history: deque[dict[str, Any]] = deque(maxlen=50)
+        self._warnings: deque[dict[str, Any]] = deque(maxlen=10)
         self.kafka_lag: dict[str, int] = {}
         self._source_down: float | None = None  # since when the source's brokers are silent
         self._progress = asyncio.Event()
@@ -168,6 +175,7 @@ class Coordinator:
         self._show_progress = settings.progress == "yes" or (
             settings.progress == "auto" and sys.stderr.isatty())
         self.state = "starting"
+        self._http_socket: socket.socket | None = None
 
     # -- startup --------------------------------------------------------------------------
 
@@ -199,8 +207,10 @@ class Coordinator:
                 continue
             if kind != wire.HELLO:
                 raise WorkerDied(f"unexpected message {kind} before hello")
-            worker, _pid, table = msg[1], msg[2], msg[3]
+            worker, pid, table = msg[1], msg[2], msg[3]
             self._attach(worker, table)
+            self.worker_pids[worker] = pid
+            self.last_heard[worker] = time.monotonic()
             pending.discard(worker)
 
     def _attach(self, worker: int, table: dict[str, list[Any]]) -> None:
@@ -245,6 +255,10 @@ class Coordinator:
         self.records_read, self.dead, self.late = c["records_read"], c["dead"], c["late"]
         self.sessions_ended, self.window_rows = c["sessions_ended"], c["window_rows"]
         self.restored_events = c["events_processed"]
+        # At a checkpoint every routed event has been handled (the barrier follows them).
+        self.restored_routed = c.get("routed", c["events_processed"])
+        self.restored_failed = c.get("failed", 0)
+        self.dead_input = c.get("dead_input", c["dead"] - self.restored_failed)
         self.position = m["position"]
         if self.position is not None:
             assert self.pipeline.Source is not None
@@ -260,6 +274,23 @@ class Coordinator:
             log.info("partition %s resumes from checkpoint %d written by %s%s",
                      self.settings.partition, cp.id, m.get("owner", "-"),
                      " (finished)" if m.get("finished") else "")
+
+    def ledger(self) -> Ledger:
+        """Where every record read went so far (see :mod:`coordinator.ledger`)."""
+        return Ledger.of(read=self.records_read, dead_input=self.dead_input, late=self.late,
+                         routed=self.restored_routed + sum(self.sent),
+                         handled=self.restored_events + sum(self.processed),
+                         failed=self.restored_failed + sum(self.failed),
+                         held=len(self.intake.jumps.held))
+
+    def _closing_problems(self) -> list[str]:
+        """Why a finished run must not exit 0: a ledger that does not close, lost results."""
+        problems = []
+        problem = self.ledger().problem()
+        if problem is not None:
+            problems.append(problem)
+        problems += self.outputs.missing()
+        return problems
 
     def _checkpoint_due(self) -> bool:
         if self.cp_dir is None:
@@ -327,7 +358,10 @@ class Coordinator:
             "counters": {"records_read": self.records_read, "dead": self.dead,
                          "late": self.late, "sessions_ended": self.sessions_ended,
                          "window_rows": self.window_rows,
-                         "events_processed": self.restored_events + sum(self.processed)},
+                         "events_processed": self.restored_events + sum(self.processed),
+                         "routed": self.restored_routed + sum(self.sent),
+                         "failed": self.restored_failed + sum(self.failed),
+                         "dead_input": self.dead_input},
             "outputs": self.outputs.lengths(),
             "files": {name: meta for files in self.cp_files.values()
                       for name, meta in files.items()},
@@ -367,6 +401,18 @@ class Coordinator:
         log.info("partition %s finished at %s (checkpoint %d)", self.settings.partition,
                  json.dumps(self.position), cp_id)
 
+    def bind_http(self) -> None:
+        """Bind the HTTP port now, before any result is touched: a taken port refuses the run."""
+        if not self.settings.http:
+            return
+        host, port = self.settings.http
+        try:
+            self._http_socket = httpd.bind(host, port)
+        except OSError as e:
+            where = self.settings.config.where("cluster", "http")
+            raise StartRefused(f"cannot serve http on {host}:{port} ({where}): "
+                               f"{e.strerror or e}") from None
+
     async def _start_http(self) -> asyncio.Server | None:
         """Serve /metrics, /api/snapshot and the live page when ``[cluster] http`` is set."""
         if not self.settings.http:
@@ -374,7 +420,7 @@ class Coordinator:
         from coordinator import web
 
         host, port = self.settings.http
-        server = await web.serve(self, host, port)
+        server = await web.serve(self, host, port, self._http_socket)
         log.info("metrics and live page on http://%s:%d/", host, httpd.bound_port(server))
         return server
 
@@ -402,6 +448,10 @@ class Coordinator:
         while True:
             msg = await transport.recv()
             kind = msg[0]
+            if len(msg) > 1 and isinstance(msg[1], int) and 0 <= msg[1] < self.workers:
+                self.last_heard[msg[1]] = time.monotonic()
+            if kind == wire.HEARTBEAT:
+                continue
             if kind == wire.ACK:
                 _, worker, seq, watermark, report = msg
                 self._apply(worker, report)
@@ -458,6 +508,7 @@ class Coordinator:
         if "events_in" in report:
             self.processed[worker] = report["events_in"]
             self.batched[worker] = report.get("events_batched", 0)
+            self.failed[worker] = report.get("events_failed", 0)
 
     def _merge(self, watermark: float) -> list[dict[str, Any]]:
         """Write the windows every worker has closed at ``watermark``; return the rows."""
@@ -523,18 +574,34 @@ class Coordinator:
     async def _route(self, transport: Transport, batch: SourceBatch) -> None:
         for raw, reason in batch.dead:
             self.outputs.dead_letter(reason, raw)
-            self.dead += 1
+        self.dead += len(batch.dead)
+        self.dead_input += len(batch.dead)
         self.records_read += len(batch) + len(batch.dead)
         now = None if self.event_time else time.time()
+        jumps_before = self.intake.jumps.counts()
         if batch.columns is not None:
             result = self.intake.feed_columns(batch.columns, now)
         elif batch.raw is not None:
             result = self.intake.feed_raw(batch.raw, batch.where, now)
         else:
             result = self.intake.feed(batch.records, now, batch.where)
+        if self.intake.jumps.counts() != jumps_before:
+            self._note_jumps(jumps_before)
+        lost = len(batch) - result.accepted - len(result.dead) - len(result.late) - result.held
+        if lost:
+            # Never expected: a route that drops records without a word. Say so now; the
+            # ledger (read - dead - late - routed - held) then fails the run at its end.
+            log.error("%d records of a source batch were neither routed, late, held nor dead "
+                      "letters (position %s)", lost, json.dumps(batch.position))
+        await self._deliver(transport, result)
+        self.position = batch.position
+
+    async def _deliver(self, transport: Transport, result: IntakeResult) -> None:
+        """Write what the intake refused, send the rest to the workers in order."""
         for r in result.dead:
             self.outputs.dead_letter(r.reason, r.record)
         self.dead += len(result.dead)
+        self.dead_input += len(result.dead)
         for r in result.late:
             record = late_record(r.record) if isinstance(r.record, bytes) else r.record
             self.outputs.late(record, r.event_time, self.intake.watermark)
@@ -548,7 +615,6 @@ class Coordinator:
                     await self._send_data(transport, w, chunk.times[w], chunk.events[w])
             if chunk.watermark is not None:
                 await self._send_watermark(transport, chunk.watermark)
-        self.position = batch.position
 
     # -- the run --------------------------------------------------------------------------------
 
@@ -580,7 +646,7 @@ class Coordinator:
             await self._await_hellos(transport)
         except (WorkerDied, TimeoutError) as e:
             log.error("%s", e)
-            return EXIT_FAILED
+            return exits.FAILED
         log.info("layout: %s; shard key %s", ", ".join(
             f"worker {w} key groups {r.start}-{r.stop - 1}"
             for w in range(self.workers) for r in [self.layout.groups_of(w)]),
@@ -592,13 +658,13 @@ class Coordinator:
         except (ClusterError, OSError, asyncio.CancelledError) as e:
             log.error("cannot restore: %s", e)
             receiver.cancel()
-            return EXIT_FAILED
+            return exits.FAILED
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
         reader = asyncio.create_task(self._read(queue))
         sampler = asyncio.create_task(self._sample())
         server = await self._start_http()
         self.state = "running"
-        rc = EXIT_OK
+        rc = exits.OK
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
@@ -611,7 +677,7 @@ class Coordinator:
                 if self._failure is not None:
                     raise self._failure
                 if self._stop.is_set():
-                    rc = EXIT_STOPPED
+                    rc = exits.STOPPED
                     break
                 if getter in done:
                     item = getter.result()
@@ -625,7 +691,7 @@ class Coordinator:
                     w = self.intake.clock(time.time())
                     if w is not None:
                         await self._send_watermark(transport, w)
-            if rc == EXIT_OK:
+            if rc == exits.OK:
                 await self._finish(transport)
             elif self.cp_dir is not None and self._failure is None:
                 await asyncio.wait_for(self._checkpoint(transport),
@@ -634,15 +700,15 @@ class Coordinator:
         except TimeoutError:
             log.error("final checkpoint not done within %.0f s: the previous one stays",
                       FINAL_CHECKPOINT_TIMEOUT)
-            rc = EXIT_STOPPED
+            rc = exits.STOPPED
         except asyncio.CancelledError:
-            rc = EXIT_STOPPED
+            rc = exits.STOPPED
         except (ClusterError, OSError) as e:
             log.error("%s", e)
-            rc = EXIT_FAILED
+            rc = exits.FAILED
         finally:
             reader.cancel()
-            if rc != EXIT_OK:
+            if rc != exits.OK:
                 for w in range(self.workers):
                     try:
                         await asyncio.wait_for(transport.send(w, [wire.STOP]), 0.5)
@@ -654,11 +720,17 @@ class Coordinator:
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 exc = reader.exception()
                 log.error("source failed: %s: %s", type(exc).__name__, exc)
-                rc = EXIT_FAILED
-            self.state = {EXIT_OK: "finished", EXIT_STOPPED: "stopped"}.get(rc, "failed")
+                rc = exits.FAILED
+            if rc == exits.OK:
+                problems = self._closing_problems()
+                for problem in problems:
+                    log.error("%s", problem)
+                if problems:
+                    rc = exits.LEDGER
+            self.state = {exits.OK: "finished", exits.STOPPED: "stopped"}.get(rc, "failed")
             if server is not None:
                 server.close()
-        if rc == EXIT_OK:
+        if rc == exits.OK:
             self._write_report()
         self._summary(rc)
         return rc
@@ -669,6 +741,9 @@ class Coordinator:
             self._progress.set()
 
     async def _finish(self, transport: Transport) -> None:
+        jumps_before = self.intake.jumps.counts()
+        await self._deliver(transport, self.intake.release_held())
+        self._note_jumps(jumps_before)
         if self.event_time:
             last = self.intake.max_time if math.isfinite(self.intake.max_time) else 0.0
         else:
@@ -714,6 +789,9 @@ class Coordinator:
         probe = getattr(source, "probe", None)
         tick = 0
         dead_seen = self.dead
+        late_window: deque[tuple[int, int]] = deque(maxlen=11)
+        late_quiet_until = 0
+        share = self.settings.routing.late_warning_share
         while True:
             self._history.append((time.monotonic(), time.time(), self.records_read,
                                   list(self.processed), list(self.open_sessions)))
@@ -721,6 +799,18 @@ class Coordinator:
                 log.warning("dead letters: %d in the last 10 s (%d in all) -> %s",
                             self.dead - dead_seen, self.dead, self.outputs.dead_letters.path)
                 dead_seen = self.dead
+            # Late share over the last 10 s, checked every second, said at most every 10 s.
+            late_window.append((self.late, self.records_read))
+            late = self.late - late_window[0][0]
+            read = self.records_read - late_window[0][1]
+            if late and late > share * read and tick >= late_quiet_until:
+                self._warn("late events: %d of the %d records read in the last %d s (%.0f%%, "
+                           "more than late_warning_share = %g) were behind the watermark; "
+                           "allowed_lateness = %g s -> %s", late, read, len(late_window) - 1,
+                           100 * late / read, share, self.settings.routing.allowed_lateness,
+                           self.outputs.late_events.path)
+                late_quiet_until = tick + 10
+            self._check_silence()
             if self._show_progress:
                 self._print_progress()
             if probe is not None and tick % PROBE_EVERY == 0:
@@ -744,6 +834,47 @@ class Coordinator:
             log.info("Kafka at %s answers again after %.1f s", servers,
                      time.monotonic() - self._source_down)
             self._source_down = None
+
+    def _check_silence(self) -> None:
+        """Kill a worker that said nothing for ``worker_timeout``: stopped (SIGSTOP, swapped
+        out) or wedged in a call. The supervisor then restarts the run from the last
+        checkpoint, as after any death."""
+        limit = self.settings.worker_timeout
+        if not limit or self.state != "running":
+            return
+        now = time.monotonic()
+        for w, heard in enumerate(self.last_heard):
+            pid = self.worker_pids[w]
+            if (pid is None or pid == os.getpid() or self.done[w] or w in self.stalled
+                    or now - heard <= limit):
+                continue
+            self.stalled.add(w)
+            self._warn("worker %d (pid %d) made no progress for %.0f s (worker_timeout = %g s): "
+                       "stopped or wedged; killing it so the run restarts from the last "
+                       "checkpoint", w, pid, now - heard, limit)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _warn(self, message: str, *args: Any) -> None:
+        """A warning for the log and for the page (the newest few are in the snapshot)."""
+        log.warning(message, *args)
+        self._warnings.append({"time": time.time(), "message": message % args})
+
+    def _note_jumps(self, before: dict[str, int]) -> None:
+        """Log what the far-ahead rule (cluster.jumps) did with the last batch."""
+        after = self.intake.jumps.counts()
+        guard = self.intake.jumps
+        if after["held"] and not before["held"]:
+            self._warn("a record's event time is more than max_time_jump = %g s ahead of the "
+                       "stream: held until %d records confirm or refute the jump",
+                       guard.max_jump, guard.confirm)
+        if after["refused"] > before["refused"]:
+            self._warn("%d records refused as timestamp too far ahead (the stream did not "
+                       "confirm the jump) -> %s", after["refused"] - before["refused"],
+                       self.outputs.dead_letters.path)
+        if after["released"] > before["released"]:
+            log.info("the stream jumped ahead: %d held records released",
+                     after["released"] - before["released"])
 
     def _rates(self, span: float = 5.0) -> tuple[float, list[float]]:
         """Records/s read and events/s per worker over the last ``span`` seconds."""
@@ -786,7 +917,13 @@ class Coordinator:
         rate, per = self._rates()
         now = time.time()
         watermark = self.intake.watermark if math.isfinite(self.intake.watermark) else None
+        quiet = [time.monotonic() - heard for heard in self.last_heard]
+        limit = self.settings.worker_timeout
+        stalled_after = max(2.0, min(STALLED_AFTER, limit / 2)) if limit else STALLED_AFTER
         workers = [{"worker": w, "events_in": self.sent[w], "events_out": self.processed[w],
+                    "pid": self.worker_pids[w], "silent_s": round(quiet[w], 1),
+                    "state": "done" if self.done[w] else
+                    ("stalled" if w in self.stalled or quiet[w] > stalled_after else "running"),
                     "events_per_s": round(per[w], 1),
                     "queue_depth": max(0, self.sent[w] - self.processed[w]),
                     "open_sessions": self.open_sessions[w],
@@ -808,6 +945,9 @@ class Coordinator:
             "watermark_lag_s": None if watermark is None else round(now - watermark, 3),
             "dead_letters": self.dead,
             "late_events": self.late,
+            "ledger": self.ledger().as_dict(),
+            "time_jumps": self.intake.jumps.counts(),
+            "warnings": list(self._warnings),
             "window_rows": self.window_rows,
             "sessions_ended": self.sessions_ended,
             "restarts": self.restarts,
@@ -847,6 +987,9 @@ class Coordinator:
             "sessions_ended": self.sessions_ended,
             "watermark": self.intake.watermark if math.isfinite(self.intake.watermark) else None,
             "source_position": self.position,
+            "ledger": self.ledger().as_dict(),
+            "time_jumps": self.intake.jumps.counts(),
+            "result_files": self.outputs.sizes(),
         }
 
     def _summary(self, rc: int) -> None:
@@ -857,7 +1000,10 @@ class Coordinator:
             log.error("cannot write summary: %s", e)
         if self._show_progress:
             sys.stderr.write("\r\x1b[K")
-        state = "finished" if rc == EXIT_OK else ("stopped" if rc == EXIT_STOPPED else "FAILED")
+        state = "finished" if rc == exits.OK else ("stopped" if rc == exits.STOPPED else "FAILED")
+        ledger = self.ledger()
+        mark = "closes" if ledger.closes else (
+            "does NOT close" if rc in (exits.OK, exits.LEDGER) else "open: the run stopped")
         out = self.settings.output_dir
         lines = [
             f"{text_prefix('coordinator')}{state} in {s['elapsed_s']:.2f} s, "
@@ -868,6 +1014,7 @@ class Coordinator:
             f"  late events   {self.late:>12,}" + (f"  -> {out / 'late-events.jsonl'}"
                                                   if self.late else ""),
             *(f"  worker {w:<6} {n:>12,} events" for w, n in enumerate(self.processed)),
+            f"  ledger        {ledger.equation()}  ({mark})",
             f"  window rows   {self.window_rows:>12,}   sessions ended {self.sessions_ended:,}",
             f"  results in {out}",
         ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,8 @@ def _route(coord: Coordinator, method: str, path: str) -> bytes:
     return httpd.not_found()
 
 
-async def serve(coord: Coordinator, host: str, port: int) -> asyncio.Server:
-    """Start serving in the running event loop."""
-    return await httpd.serve(lambda method, path: _route(coord, method, path), host, port)
+async def serve(coord: Coordinator, host: str, port: int,
+                sock: socket.socket | None = None) -> asyncio.Server:
+    """Start serving in the running event loop (on ``sock`` when already bound)."""
+    return await httpd.serve(lambda method, path: _route(coord, method, path), host, port,
+                             sock)

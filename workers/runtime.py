@@ -29,6 +29,8 @@ from cluster.records import preview
 
 log = logging.getLogger("bspump-cluster.worker")
 
+HEARTBEAT_EVERY = 1.0  # seconds without a message to the coordinator before a heartbeat
+
 
 class ShardRuntime:
     """One shard of the pipeline and its answers to the coordinator's messages."""
@@ -54,6 +56,9 @@ class ShardRuntime:
                 self.pipeline.dead_letters.append({
                     "reason": f"worker {self.worker}: malformed JSON: {e}", "processor": None,
                     "event_time": t, "record": preview(line)})
+                # Taken in and dead, for the ledger: routed = taken in, dead = failed.
+                self.pipeline.events_in += 1
+                self.pipeline.events_failed += 1
                 continue
             kept_times.append(t)
         return kept_times, kept
@@ -66,7 +71,7 @@ class ShardRuntime:
         p = self.pipeline
         return {"analyzers": p.take_report(), "dead": p.take_dead_letters(),
                 "events_in": p.events_in, "events_out": p.events_out,
-                "events_batched": p.events_batched,
+                "events_batched": p.events_batched, "events_failed": p.events_failed,
                 "open_sessions": sum(getattr(x, "open_sessions", 0) for x in p.Processors)}
 
     def _dead_overflow(self) -> list[Any] | None:
@@ -188,12 +193,15 @@ def serve(settings: ClusterSettings, run: RunInfo, run_dir: str, parent_pid: int
             up.send(wire.pack([wire.FAILED, run.worker, f"{type(e).__name__}: {e}"]))
             return 1
         up.send(wire.pack(shard.hello()))
+        said = time.monotonic()
         poller = zmq.Poller()
         poller.register(down, zmq.POLLIN)
         while not shard.finished:
-            if not poller.poll(1000):
+            if not poller.poll(int(HEARTBEAT_EVERY * 1000)):
                 if os.getppid() != parent_pid:
                     return 1
+                up.send(wire.pack([wire.HEARTBEAT, run.worker, shard.pipeline.events_in]))
+                said = time.monotonic()
                 continue
             msg = wire.unpack(down.recv(copy=False).buffer)
             reply = shard.handle(msg)
@@ -202,6 +210,11 @@ def serve(settings: ClusterSettings, run: RunInfo, run_dir: str, parent_pid: int
                 up.send(wire.pack([wire.OUTPUT, run.worker, text]))
             if reply is not None:
                 up.send(wire.pack(reply))
+                said = time.monotonic()
+            elif time.monotonic() - said >= HEARTBEAT_EVERY:
+                # Busy on data messages, which need no reply: still say we are alive.
+                up.send(wire.pack([wire.HEARTBEAT, run.worker, shard.pipeline.events_in]))
+                said = time.monotonic()
         return 0
     finally:
         sys.stdout = real_stdout

@@ -386,6 +386,12 @@ function cards(s) {
     ["events/s", fmt(s.events_per_s)],
     ["watermark (UTC)", iso(s.watermark).replace("T", " ").replace("Z", ""), null, false, "wide"],
     ["watermark lag", human(s.watermark_lag_s), s.event_time ? "behind the wall clock (event time)" : "behind the wall clock"],
+    ["processed", fmt((s.ledger || {}).processed),
+     s.ledger ? `read ${fmt(s.ledger.read)} = processed + late ${fmt(s.ledger.late)} + dead ${fmt(s.ledger.dead)}` +
+       (s.ledger.in_flight ? ` + in flight ${fmt(s.ledger.in_flight)}` : "") +
+       (s.ledger.held ? ` + held ${fmt(s.ledger.held)}` : "") +
+       (s.ledger.unaccounted ? ` + UNACCOUNTED ${fmt(s.ledger.unaccounted)}` : "") : null,
+     !!(s.ledger && s.ledger.unaccounted)],
     ["dead letters", fmt(s.dead_letters), null, s.dead_letters > 0],
     ["late events", fmt(s.late_events), null, s.late_events > 0],
     ["window rows", fmt(s.window_rows)],
@@ -397,6 +403,16 @@ function cards(s) {
     ["restarts", fmt(s.restarts), null, s.restarts > 0],
   ];
   if (lag.length) list.push(["Kafka lag", fmt(lag.reduce((a, b) => a + b, 0))]);
+  const jumps = s.time_jumps || {};
+  if (jumps.held || jumps.released || jumps.refused)
+    list.push(["far-ahead times", `${fmt(jumps.held)} held`,
+               `released ${fmt(jumps.released)}, refused ${fmt(jumps.refused)} (max_time_jump)`,
+               jumps.held > 0 || jumps.refused > 0]);
+  const warnings = s.warnings || [];
+  if (warnings.length) {
+    const w = warnings[warnings.length - 1];
+    list.push([`warning, ${iso(w.time).slice(11, 19)} UTC`, w.message, w.message, true, "wide"]);
+  }
   const div = document.getElementById("cards"); div.replaceChildren();
   list.forEach(([k, v, title, warn, wide]) => {
     const c = el("div", {class: "card" + (warn ? " warn" : "") + (wide ? " wide" : "")});
@@ -430,7 +446,8 @@ function workersTable(s) {
   const tbody = document.querySelector("#workers tbody"); tbody.replaceChildren();
   s.workers.forEach((w) => {
     const tr = el("tr");
-    [w.worker, `${w.key_groups[0]}-${w.key_groups[1]}`, fmt(w.events_in), fmt(w.events_out),
+    [w.state === "stalled" ? `${w.worker} (stalled: silent ${human(w.silent_s)})` : w.worker,
+     `${w.key_groups[0]}-${w.key_groups[1]}`, fmt(w.events_in), fmt(w.events_out),
      total ? `${(100 * w.events_out / total).toFixed(1)} %` : "-", fmt(w.events_per_s),
      fmt(w.queue_depth), fmt(w.open_sessions)].forEach((v) => tr.append(el("td", {}, String(v))));
     tbody.append(tr);

@@ -27,3 +27,9 @@ def assert_results_match(run: Run, ref: Reference, pipeline: str = "SeedPipeline
     assert summary["dead_letters"] == len(dead) == ref.dead_input + ref.geo_failures
     assert summary["late_events"] == len(run.jsonl("late-events.jsonl")) == ref.late
     assert summary["events_processed"] == len(ref.accepted)
+    # Every record read ended as processed, late or dead, and the ledger says so.
+    assert summary["ledger"] == {
+        "read": ref.dead_input + ref.late + len(ref.accepted),
+        "processed": len(ref.accepted) - ref.geo_failures, "late": ref.late,
+        "dead": ref.dead_input + ref.geo_failures, "in_flight": 0, "unaccounted": 0,
+        "held": 0, "closes": True}
