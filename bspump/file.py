@@ -145,7 +145,13 @@ class FileJSONLinesSource(_FileSource):
             line_no = self._resume(f)
             carry = b""
             while True:
-                chunk = f.read(self.RAW_CHUNK)
+                # A read that leaves carry + chunk within the limit holds no line over it:
+                # the length check below is then free.
+                room = limit - len(carry)
+                want = min(self.RAW_CHUNK, room) if room >= min(self.RAW_CHUNK, 1 << 16) \
+                    else self.RAW_CHUNK
+                chunk = f.read(want)
+                fits = len(carry) + len(chunk) <= limit
                 if chunk:
                     lines = (carry + chunk).split(b"\n")
                     carry = lines.pop()
@@ -160,7 +166,7 @@ class FileJSONLinesSource(_FileSource):
                 first = line_no + 1
                 numbers: list[int] | None = None  # only when lines were left out
                 # The usual chunk, checked at C speed: nothing to leave out.
-                if lines and all(lines) and max(map(len, lines)) <= limit \
+                if lines and all(lines) and (fits or max(map(len, lines)) <= limit) \
                         and not any(map(bytes.isspace, lines)):
                     raw = lines
                 else:
