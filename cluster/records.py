@@ -22,12 +22,12 @@ import json
 import math
 import re
 import reprlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
+import msgspec
 import numpy as np
 
 from cluster.errors import RecordError
@@ -177,10 +177,15 @@ def too_deep_reason(limits: Limits) -> str:
 # -- decoding one record ----------------------------------------------------------------------
 
 
-def decode_json(raw: bytes, limits: Limits, loads: Callable[[bytes], Any] = json.loads) -> dict:
+_json_decode = msgspec.json.Decoder().decode
+
+
+def decode_json(raw: bytes, limits: Limits) -> dict:
     """One JSON object from ``raw``, or RecordError saying why it is not usable.
 
-    ``raw`` is one record (a line without its newline, or a message value).
+    ``raw`` is one record (a line without its newline, or a message value). The decoder
+    is msgspec's, as on the raw route's workers, so a record is usable or not whichever
+    route it takes (Python's json would also take ``NaN`` and numbers past a float).
     """
     if raw.startswith(BOM):
         raw = raw[len(BOM):]  # a byte-order mark costs no record
@@ -189,8 +194,8 @@ def decode_json(raw: bytes, limits: Limits, loads: Callable[[bytes], Any] = json
     if too_deep(raw, limits):
         raise RecordError(too_deep_reason(limits))
     try:
-        obj = loads(raw)
-    except (ValueError, RecursionError) as e:
+        obj = _json_decode(raw)
+    except (msgspec.DecodeError, RecursionError) as e:
         raise RecordError(f"malformed JSON: {e}") from None
     if not isinstance(obj, dict):
         raise RecordError(f"not a JSON object ({type(obj).__name__})")
