@@ -163,7 +163,7 @@ def test_reader_refuses_a_fifo_beside_the_manifest(tmp_path: Path) -> None:
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(5)
     try:
-        with pytest.raises(CheckpointError, match="w0.ghost.npy: not a regular file"):
+        with pytest.raises(CheckpointError, match=r"w0\.ghost\.npy: not a regular file"):
             ShardReader(folder, 0).get_array("ghost")
     except _Hung:
         raise AssertionError("the reader blocked on a FIFO") from None
