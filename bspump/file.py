@@ -298,8 +298,8 @@ class FileJSONLinesSink(Sink):
         self._resume_at: int | None = None
 
     def get_state(self) -> Any:
-        """How long this worker's file was at the checkpoint."""
-        self.flush()
+        """How long this worker's file was at the checkpoint (fsynced: the length holds)."""
+        self._sync()
         target = self._target()
         return {"length": target.stat().st_size if target.exists() else 0}
 
@@ -341,8 +341,16 @@ class FileJSONLinesSink(Sink):
         if self._file is not None:
             self._file.flush()
 
-    def close(self) -> None:
-        """Flush and close the file."""
+    def _sync(self) -> None:
+        # A checkpoint records the length; after a machine crash the file must still be
+        # at least that long, or the lines between are lost on restore.
         if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        """Flush, fsync and close the file."""
+        if self._file is not None:
+            self._sync()
             self._file.close()
             self._file = None
