@@ -12,6 +12,8 @@ A checkpoint is a folder ``cp-<id>`` in the checkpoint directory::
 Every file goes to a temporary name, is fsynced and renamed; the manifest is written
 by the coordinator only when every worker has acknowledged its files, so a folder
 without a manifest, or whose files do not match it, is incomplete and is skipped.
+A manifest is untrusted data (see :func:`verify`): one naming a file outside its
+folder, a link, a FIFO, or lacking what a restore reads is skipped the same way.
 Nothing is pickled: arrays are ``.npy`` (read with ``allow_pickle=False``), the rest
 msgpack and JSON.
 """
@@ -56,7 +58,7 @@ def _write(path: Path, data: bytes) -> dict[str, int]:
     return {"size": len(data), "crc32": zlib.crc32(data)}
 
 
-def read_regular(path: Path) -> bytes:
+def _read_regular(path: Path) -> bytes:
     """The bytes of the regular file ``path``; CheckpointError for anything else.
 
     A symbolic link is not followed (it may point anywhere), and a FIFO or device is
@@ -64,8 +66,6 @@ def read_regular(path: Path) -> bytes:
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise CheckpointError(f"{path}: not a regular file (a symbolic link)") from None
@@ -114,7 +114,7 @@ class ShardReader:
         path = folder / f"w{worker}.state.msgpack"
         try:
             self.objects: dict[str, Any] = msgpack.unpackb(
-                read_regular(path), raw=False, strict_map_key=False)
+                _read_regular(path), raw=False, strict_map_key=False)
         except (OSError, ValueError, msgpack.UnpackException) as e:
             raise CheckpointError(f"{path}: unreadable: {e}") from None
 
@@ -126,7 +126,7 @@ class ShardReader:
         """An array stored with ``put_array``, or None."""
         path = self.folder / f"w{self.worker}.{name}.npy"
         try:
-            data = read_regular(path)
+            data = _read_regular(path)
         except FileNotFoundError:
             return None
         except OSError as e:
@@ -233,7 +233,7 @@ def _file_problem(folder: Path, name: str, meta: dict[str, int], checksums: bool
     path = folder / name
     try:
         if checksums:
-            data = read_regular(path)
+            data = _read_regular(path)
             size = len(data)
         else:
             st = os.lstat(path)
@@ -264,7 +264,7 @@ def verify(cp: Checkpoint, checksums: bool = True) -> Checkpoint:
     """
     cp.manifest, cp.problem = None, None
     try:
-        manifest = json.loads(read_regular(cp.path / MANIFEST))
+        manifest = json.loads(_read_regular(cp.path / MANIFEST))
     except FileNotFoundError:
         cp.problem = "no manifest (the checkpoint was never completed)"
         return cp

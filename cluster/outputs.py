@@ -267,7 +267,9 @@ class RunOutputs:
         """Synced length of every result file, for a checkpoint manifest."""
         for w in self._all():
             w.sync()
-        return {p.name: p.stat().st_size for p in self.result_files()}
+        # lstat: a link planted at a result path is not ours, and has no length to keep.
+        return {p.name: st.st_size for p in self.result_files()
+                if stat.S_ISREG((st := p.lstat()).st_mode)}
 
     def truncate_to(self, lengths: dict[str, int]) -> None:
         """Restore: cut each result file back to its checkpointed length, drop newer files."""
