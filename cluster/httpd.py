@@ -7,6 +7,7 @@ figures. ``route(method, path)`` returns the whole response, made with :func:`re
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable
@@ -66,14 +67,30 @@ def bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (``localhost``, 127.x, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve to any interface
+
+
 async def serve(route: Route, host: str, port: int,
                 sock: socket.socket | None = None) -> asyncio.Server:
     """Start serving ``route`` on host:port (or on a socket from :func:`bind`)."""
     if sock is not None:
-        return await asyncio.start_server(lambda r, w: _handle(route, r, w), sock=sock,
-                                          limit=MAX_REQUEST)
-    return await asyncio.start_server(lambda r, w: _handle(route, r, w), host, port,
-                                      limit=MAX_REQUEST)
+        server = await asyncio.start_server(lambda r, w: _handle(route, r, w), sock=sock,
+                                            limit=MAX_REQUEST)
+    else:
+        server = await asyncio.start_server(lambda r, w: _handle(route, r, w), host, port,
+                                            limit=MAX_REQUEST)
+    if not is_loopback(host):
+        # The config opted in (http_public); still say it where the operator looks.
+        log.warning("serving the run's figures to the network on %s:%d (http_public = yes): "
+                    "anyone who can reach this host can read them", host, bound_port(server))
+    return server
 
 
 def bound_port(server: asyncio.Server) -> int:

@@ -161,7 +161,8 @@ class Member:
 
     def _start_task(self, partition: str) -> None:
         out, cp_dir = self._task_dirs(partition)
-        argv = [sys.executable, "-m", "cluster", "run", str(self.settings.config_path),
+        # -P: the working directory does not come before the installed packages.
+        argv = [sys.executable, "-P", "-m", "cluster", "run", str(self.settings.config_path),
                 "--partition", partition, "--output-dir", str(out),
                 "--workers", str(self.settings.workers)]
         if self.in_process:

@@ -116,7 +116,7 @@ class Coordinator:
         self.event_time = run.event_time
         self.layout = Layout(workers, settings.key_groups)
         self.intake = Intake(settings.routing, self.layout, self.timing.tick)
-        self.outputs = RunOutputs(settings.output_dir, self.pipeline.Id)
+        self.outputs = RunOutputs(settings.output_dir, self.pipeline.Id, settings.file_mode)
         self.mergers = {p.Id: WindowMerger(p.Id, p.resolution, workers)
                         for p in self.pipeline.Processors if isinstance(p, TimeWindowAnalyzer)}
         self.shard_matrices: dict[str, list[np.ndarray | None]] = {
@@ -426,7 +426,8 @@ class Coordinator:
         from coordinator import web
 
         try:
-            web.write_report(self.snapshot(), self.settings.output_dir / "report.html")
+            web.write_report(self.snapshot(), self.settings.output_dir / "report.html",
+                             self.settings.file_mode)
         except OSError as e:
             log.error("cannot write report.html: %s", e)
 
@@ -437,7 +438,7 @@ class Coordinator:
     def _save_persistent(self) -> None:
         for mid, matrix in self.app.Matrices.items():
             if isinstance(matrix, PersistentMatrix):
-                save_npy(matrix.path, self._summed(mid))
+                save_npy(matrix.path, self._summed(mid), self.settings.file_mode)
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -758,7 +759,8 @@ class Coordinator:
         await self._wait(lambda: all(self.done))
         await self._publish(self._merge(math.inf))
         for mid in self.app.Matrices:
-            save_npy(self.settings.output_dir / f"{mid}.npy", self._summed(mid))
+            save_npy(self.settings.output_dir / f"{mid}.npy", self._summed(mid),
+                     self.settings.file_mode)
         self._save_persistent()
         if folder is not None:
             self._finished_checkpoint(folder)

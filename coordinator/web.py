@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cluster import httpd
+from cluster.outputs import FILE_MODE, atomic_write_bytes
 from coordinator import metrics
 
 if TYPE_CHECKING:
@@ -43,12 +44,9 @@ def page(snapshot: dict[str, Any] | None = None) -> str:
     return html.replace(_SNAPSHOT_MARK, data)
 
 
-def write_report(snapshot: dict[str, Any], path: Path) -> None:
+def write_report(snapshot: dict[str, Any], path: Path, mode: int = FILE_MODE) -> None:
     """Write the page with ``snapshot`` built in: readable offline, no server needed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(page(snapshot), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_bytes(path, page(snapshot).encode("utf-8"), mode)
 
 
 def _route(coord: Coordinator, method: str, path: str) -> bytes:
