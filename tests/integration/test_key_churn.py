@@ -1,0 +1,97 @@
+"""Many short-lived keys through a small ring: real workers, real shared memory.
+
+21,000 keys, each alive for a few seconds over six hours of event time, plus one
+minute with 3,000 new keys at once, go through ``max_keys = 1000`` on two workers.
+Rows of keys whose windows are merged are reused and the burst grows the rings, so
+the windows equal the reference and nothing is a dead letter. With ``key_limit``
+set, the burst's keys that find no row are dead letters naming key_limit, and the
+windows equal the reference over the other records.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CONFIGS, SEED_CONFIG, T0, run_config
+from tests.reference import compute
+
+KEYS = 21_000
+BURST = 3_000
+BURST_AT = 10_000  # seconds after T0
+
+
+@pytest.fixture(scope="module")
+def lines() -> list[str]:
+    """One or two events per key, a few seconds apart; keys follow each other in time."""
+    rng = random.Random(11)
+    events: list[tuple[float, str]] = []
+    for i in range(KEYS):
+        t = T0 + i + rng.uniform(0, 0.9)
+        events.append((t, f"k{i}"))
+        if i % 5 == 0:
+            events.append((t + rng.uniform(1, 20), f"k{i}"))
+    events += [(T0 + BURST_AT + i * 0.01, f"burst{i}") for i in range(BURST)]
+    events.sort()
+    return [json.dumps({"user_id": key, "type": f"type{rng.randrange(3)}", "timestamp": t,
+                        "latitude": 10.5, "longitude": -20.5}) for t, key in events]
+
+
+def write_config(tmp_path: Path, lines: list[str], extra: str = "") -> Path:
+    """The seed pipeline, its TimeWindowAnalyzer counting per user over a short window."""
+    data = tmp_path / "input.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    text = SEED_CONFIG.format(configs=CONFIGS, input=data,
+                              persistent=tmp_path / "persistent.npy")
+    section = "[pipeline:SeedPipeline:HourlyCountAnalyzer]\ncount_field = type\n"
+    assert section in text
+    text = text.replace(section, "[pipeline:SeedPipeline:HourlyCountAnalyzer]\n"
+                        "count_field = user_id\nwindow_size = 600\nmax_keys = 1000\n" + extra)
+    cfg = tmp_path / "churn.ini"
+    cfg.write_text(text)
+    return cfg
+
+
+def windows(out: Path) -> list[tuple[float, float, str, float]]:
+    rows = [json.loads(x) for x in
+            (out / "SeedPipeline.HourlyCountAnalyzer.windows.jsonl").read_text().splitlines()]
+    return [(r["window_start"], r["window_end"], r["key"], r["count"]) for r in rows]
+
+
+def test_short_lived_keys_never_run_out_of_rows(lines: list[str], tmp_path: Path) -> None:
+    run = run_config(write_config(tmp_path, lines), tmp_path / "out", workers=2)
+    assert run.returncode == 0, run.stderr
+    summary = run.summary()
+    assert run.jsonl("dead-letters.jsonl") == []
+    assert summary["dead_letters"] == 0
+    got = windows(run.out)
+    assert len(got) == len(set(got)), "a window row was written twice"
+    ref = compute(lines, lateness=30, resolution=60, count_field="user_id")
+    assert len({w[2] for w in ref.windows}) == KEYS + BURST
+    assert set(got) == ref.windows
+
+
+def test_key_limit_dead_letters_the_records_it_cannot_place(lines: list[str],
+                                                            tmp_path: Path) -> None:
+    run = run_config(write_config(tmp_path, lines, "key_limit = 1000\n"), tmp_path / "out",
+                     workers=2)
+    assert run.returncode == 0, run.stderr
+    dead = run.jsonl("dead-letters.jsonl")
+    summary = run.summary()
+    assert summary["dead_letters"] == len(dead) > 0
+    assert all("key_limit=1000 reached" in d["reason"] and "HourlyCountAnalyzer" in d["reason"]
+               for d in dead), dead[:3]
+    refused = {(d["record"]["user_id"], d["record"]["timestamp"]) for d in dead}
+    assert len(refused) == len(dead)
+    # Refused during the burst only: the rest of the run's keys fit in reused rows.
+    assert sum(k.startswith("burst") for k, _ in refused) > len(refused) * 0.9
+    assert all(T0 + BURST_AT <= t < T0 + BURST_AT + 60 for _, t in refused)
+    # One warning per worker that refused a record, not one per record.
+    assert 1 <= run.stderr.count("this warning is given once") <= 2, run.stderr[-2000:]
+    placed = [x for x in lines
+              if (json.loads(x)["user_id"], json.loads(x)["timestamp"]) not in refused]
+    ref = compute(placed, lateness=30, resolution=60, count_field="user_id")
+    assert set(windows(run.out)) == ref.windows
