@@ -24,6 +24,12 @@ Up (every worker to the coordinator, one shared channel):
 - ``[CHECKPOINTED, worker, checkpoint id, files, report]``: state written; files' sizes, crc32
 - ``[RESTORED, worker, report]``: checkpoint loaded
 
+A ``report`` maps ``"analyzers"`` to each analyzer's news; a TimeWindowAnalyzer's is
+``{"keys": [...], "closed": [[period, slot], ...]}`` with, when they happened,
+``"rows": [[row, key], ...]`` (rows given to new keys, in order) and ``"segment":
+[name, shape, dtype]`` (the ring moved to a bigger segment; the coordinator maps it
+and removes the previous name). The coordinator applies a report before it merges.
+
 Nothing is pickled: a crafted message cannot run code.
 """
 
