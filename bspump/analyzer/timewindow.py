@@ -93,6 +93,7 @@ class TimeWindowAnalyzer(Analyzer):
         # How far the coordinator's merge may trail this worker's watermark (flow control
         # keeps it within max_lag, and ring_span is max_lag plus lateness and two ticks).
         self._merge_lag = 0.0
+        self._ticking = False
         self._warned = False
 
     # -- the user API ----------------------------------------------------------------------
@@ -279,7 +280,9 @@ class TimeWindowAnalyzer(Analyzer):
         """A row for a new key: a free one, a new one, one of a grown ring; -1 at key_limit."""
         if isinstance(key, list):
             key = tuple(key)
-        if self._free:
+        # Freed rows are for data only: the coordinator waits for its merge before data,
+        # not always before a watermark or the end, whose on_tick may count too.
+        if self._free and not self._ticking:
             row = self._free.pop()
             self._row_free[row] = False
             self._key_list[row] = key
@@ -389,8 +392,11 @@ class TimeWindowAnalyzer(Analyzer):
 
     def _advance(self, watermark: float) -> None:
         self._close_until(watermark)
-        self._tick_until(watermark)
-        # After the ticks: a count in on_tick still needs the bound of the last watermark.
+        self._ticking = True
+        try:
+            self._tick_until(watermark)
+        finally:
+            self._ticking = False
         self._watermark = max(self._watermark, watermark)
         self._sweep()
 

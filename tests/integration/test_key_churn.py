@@ -11,12 +11,17 @@ windows equal the reference over the other records.
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, SEED_CONFIG, T0, run_config
+from tests.conftest import CONFIGS, ROOT, SEED_CONFIG, T0, Run, descendants, run_config
 from tests.reference import compute
 
 KEYS = 21_000
@@ -40,12 +45,14 @@ def lines() -> list[str]:
                         "latitude": 10.5, "longitude": -20.5}) for t, key in events]
 
 
-def write_config(tmp_path: Path, lines: list[str], extra: str = "") -> Path:
+def write_config(tmp_path: Path, lines: list[str], extra: str = "",
+                 cluster: str = "") -> Path:
     """The seed pipeline, its TimeWindowAnalyzer counting per user over a short window."""
     data = tmp_path / "input.jsonl"
     data.write_text("\n".join(lines) + "\n")
     text = SEED_CONFIG.format(configs=CONFIGS, input=data,
                               persistent=tmp_path / "persistent.npy")
+    text = text.replace("key_groups = 64\n", "key_groups = 64\n" + cluster)
     section = "[pipeline:SeedPipeline:HourlyCountAnalyzer]\ncount_field = type\n"
     assert section in text
     text = text.replace(section, "[pipeline:SeedPipeline:HourlyCountAnalyzer]\n"
@@ -95,3 +102,58 @@ def test_key_limit_dead_letters_the_records_it_cannot_place(lines: list[str],
               if (json.loads(x)["user_id"], json.loads(x)["timestamp"]) not in refused]
     ref = compute(placed, lateness=30, resolution=60, count_field="user_id")
     assert set(windows(run.out)) == ref.windows
+
+
+CHECKPOINTS = "checkpoint_events = 2000\ncheckpoint_interval = 60\nmax_restarts = 2\n"
+
+
+def _start(config: Path, out: Path) -> subprocess.Popen[str]:
+    # stdout (the spec analyzers' prints) is not read while the run goes: not a pipe.
+    return subprocess.Popen([sys.executable, "-m", "cluster", "run", str(config), "-o", str(out),
+                             "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _after_checkpoint(proc: subprocess.Popen[str], out: Path, n: int) -> None:
+    """Wait until the run has completed checkpoint ``n`` (and is still running)."""
+    deadline = time.monotonic() + 60
+    while not any(int(m.parent.name.split("-")[1]) >= n
+                  for m in (out / "checkpoints").glob("cp-*/MANIFEST.json")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"checkpoint {n} was not completed"
+        time.sleep(0.01)
+
+
+def _check_churn(run: Run, lines: list[str]) -> None:
+    assert run.returncode == 0, run.stderr
+    assert run.summary()["dead_letters"] == 0
+    got = windows(run.out)
+    assert len(got) == len(set(got)), "a window row was written twice"
+    assert set(got) == compute(lines, lateness=30, resolution=60,
+                               count_field="user_id").windows
+
+
+def test_worker_killed_after_rows_were_reused_restores_exactly(lines: list[str],
+                                                               tmp_path: Path) -> None:
+    config = write_config(tmp_path, lines, cluster=CHECKPOINTS)
+    out = tmp_path / "out"
+    proc = _start(config, out)
+    _after_checkpoint(proc, out, 1)  # rows have been reused by then (about 9,000 events)
+    workers = sorted(p for p, c in descendants(proc.pid).items() if "-m workers" in c)
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = proc.communicate(timeout=120)
+    assert f"(pid {workers[0]}) died: killed by SIGKILL; restarting" in stderr, stderr[-2000:]
+    _check_churn(Run(proc.returncode, "", stderr, out), lines)
+
+
+def test_stopped_after_growth_resumes_on_one_worker(lines: list[str], tmp_path: Path) -> None:
+    config = write_config(tmp_path, lines, cluster=CHECKPOINTS)
+    out = tmp_path / "out"
+    proc = _start(config, out)
+    _after_checkpoint(proc, out, 2)  # past the burst (events 12,000-15,000): rings grew
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    run = run_config(config, out, workers=1)
+    assert run.summary()["restored_from_checkpoint"] is not None
+    _check_churn(run, lines)
