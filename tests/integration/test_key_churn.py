@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, ROOT, SEED_CONFIG, T0, Run, descendants, run_config
+from tests.conftest import (
+    CONFIGS,
+    ROOT,
+    SEED_CONFIG,
+    T0,
+    Run,
+    descendants,
+    run_config,
+    shm_segments,
+)
 from tests.reference import compute
 
 KEYS = 21_000
@@ -68,9 +78,17 @@ def windows(out: Path) -> list[tuple[float, float, str, float]]:
     return [(r["window_start"], r["window_end"], r["key"], r["count"]) for r in rows]
 
 
-def test_short_lived_keys_never_run_out_of_rows(lines: list[str], tmp_path: Path) -> None:
-    run = run_config(write_config(tmp_path, lines), tmp_path / "out", workers=2)
+@pytest.mark.parametrize("workers", [2, None], ids=["2 workers", "in-process"])
+def test_short_lived_keys_never_run_out_of_rows(workers: int | None, lines: list[str],
+                                                tmp_path: Path) -> None:
+    run = run_config(write_config(tmp_path, lines), tmp_path / "out", workers=workers,
+                     in_process=workers is None)
     assert run.returncode == 0, run.stderr
+    assert "window ring grown to" in run.stderr  # the burst needed more rows
+    run_id = re.search(r"bspump-cluster: run (\S+):", run.stderr)
+    assert run_id is not None, run.stderr
+    left = {s for s in shm_segments() if s.startswith(f"bspc-{run_id[1]}-")}
+    assert not left, "a grown ring's segment was left behind"
     summary = run.summary()
     assert run.jsonl("dead-letters.jsonl") == []
     assert summary["dead_letters"] == 0
