@@ -213,13 +213,15 @@ class Coordinator:
     def _attach(self, worker: int, table: dict[str, list[Any]]) -> None:
         for logical, (name, shape, dtype) in table.items():
             seg = Segment.attach(name, tuple(shape), dtype)
-            self._segments.append(seg)
             if logical.startswith("m.") and logical[2:] in self.shard_matrices:
                 self.shard_matrices[logical[2:]][worker] = seg.array
             elif logical.endswith(".windows"):
                 aid = logical[len(self.pipeline.Id) + 1: -len(".windows")]
                 if aid in self.mergers:
-                    self.mergers[aid].attach(worker, seg.array)
+                    # The merger keeps it: a ring that grows replaces it (WindowMerger.report).
+                    self.mergers[aid].attach(worker, seg.array, seg)
+                    continue
+            self._segments.append(seg)
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -489,7 +491,8 @@ class Coordinator:
         for aid, news in (report.get("analyzers") or {}).items():
             merger = self.mergers.get(aid)
             if merger is not None:
-                merger.report(worker, news.get("keys", ()), news.get("closed", ()))
+                merger.report(worker, news.get("keys", ()), news.get("closed", ()),
+                              news.get("rows", ()), news.get("segment"))
             ended = news.get("ended")
             if ended:
                 out = self.outputs.sessions(aid)
