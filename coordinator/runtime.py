@@ -412,7 +412,7 @@ class Coordinator:
             raise StartRefused(f"cannot serve http on {host}:{port} ({where}): "
                                f"{e.strerror or e}") from None
 
-    async def _start_http(self) -> asyncio.Server | None:
+    async def _start_http(self) -> httpd.HttpServer | None:
         """Serve /metrics, /api/snapshot and the live page when ``[cluster] http`` is set."""
         if not self.settings.http:
             return None
@@ -420,7 +420,7 @@ class Coordinator:
 
         host, port = self.settings.http
         server = await web.serve(self, host, port, self._http_socket)
-        log.info("metrics and live page on http://%s:%d/", host, httpd.bound_port(server))
+        log.info("metrics and live page on http://%s:%d/", host, server.port)
         return server
 
     def _write_report(self) -> None:
@@ -730,7 +730,7 @@ class Coordinator:
                     rc = exits.LEDGER
             self.state = {exits.OK: "finished", exits.STOPPED: "stopped"}.get(rc, "failed")
             if server is not None:
-                server.close()
+                await server.close()
         if rc == exits.OK:
             self._write_report()
         self._summary(rc)
