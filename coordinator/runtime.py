@@ -45,8 +45,9 @@ from cluster.intake import Intake, IntakeResult
 from cluster.layout import Layout
 from cluster.logs import MEMBER_ENV, text_prefix
 from cluster.merge import WindowMerger
-from cluster.outputs import RunOutputs, number, save_npy
+from cluster.outputs import RESULT_KINDS, RunOutputs, number, save_npy
 from cluster.shm import Segment
+from coordinator.anomalies import WindowAnomalies, row_of
 from coordinator.ledger import Ledger
 from coordinator.transport import Transport
 
@@ -119,6 +120,10 @@ class Coordinator:
         self.outputs = RunOutputs(settings.output_dir, self.pipeline.Id, settings.file_mode)
         self.mergers = {p.Id: WindowMerger(p.Id, p.resolution, workers)
                         for p in self.pipeline.Processors if isinstance(p, TimeWindowAnalyzer)}
+        self.anomalies = {p.Id: WindowAnomalies(p.Id, p.resolution, p.anomaly_history,
+                                                p.anomaly_threshold)
+                          for p in self.pipeline.Processors
+                          if isinstance(p, TimeWindowAnalyzer) and p.anomaly_history}
         self.shard_matrices: dict[str, list[np.ndarray | None]] = {
             mid: [None] * workers for mid in self.app.Matrices}
         self._segments: list[Segment] = []
@@ -163,6 +168,7 @@ class Coordinator:
             aid: deque(maxlen=WINDOW_HISTORY) for aid in self.mergers}
         self._checkpoint_history: deque[dict[str, Any]] = deque(maxlen=50)
         self._warnings: deque[dict[str, Any]] = deque(maxlen=10)
+        self._recent_anomalies: deque[dict[str, Any]] = deque(maxlen=50)
         self.kafka_lag: dict[str, int] = {}
         self._source_down: float | None = None  # since when the source's brokers are silent
         self._progress = asyncio.Event()
@@ -181,7 +187,7 @@ class Coordinator:
         out = self.settings.output_dir
         out.mkdir(parents=True, exist_ok=True)
         pid = self.pipeline.Id
-        stale = [*out.glob(f"{pid}.*.windows.jsonl"), *out.glob(f"{pid}.*.sessions.jsonl"),
+        stale = [*(p for kind in RESULT_KINDS for p in out.glob(f"{pid}.*.{kind}.jsonl")),
                  out / "dead-letters.jsonl", out / "late-events.jsonl", out / "summary.json",
                  *(out / f"{mid}.npy" for mid in self.app.Matrices)]
         for path in stale:
@@ -258,6 +264,11 @@ class Coordinator:
         self.restored_routed = c.get("routed", c["events_processed"])
         self.restored_failed = c.get("failed", 0)
         self.dead_input = c.get("dead_input", c["dead"] - self.restored_failed)
+        own = checkpoint.read_coordinator_state(cp.path)
+        for aid, detector in self.anomalies.items():
+            saved = (own.get("anomalies") or {}).get(aid)
+            if saved is not None:
+                detector.set_state(saved)
         self.position = m["position"]
         if self.position is not None:
             assert self.pipeline.Source is not None
@@ -324,7 +335,7 @@ class Coordinator:
         # Not stoppable: a stop waits for the checkpoint in progress (and takes its own).
         await self._wait(lambda: len(self.cp_files) == self.workers, stoppable=False)
         self.cp_waiting = None
-        manifest = self._manifest(cp_id)
+        manifest = self._manifest(cp_id, folder)
         self._check_still_owner()
         checkpoint.write_manifest(folder, manifest)
         self._save_persistent()
@@ -343,8 +354,12 @@ class Coordinator:
         self._cp_clock = time.monotonic()
         self._cp_records = self.records_read
 
-    def _manifest(self, cp_id: int, finished: bool = False) -> dict[str, Any]:
-        """The manifest of checkpoint ``cp_id``: this moment and the workers' files."""
+    def _manifest(self, cp_id: int, folder: Path, finished: bool = False) -> dict[str, Any]:
+        """The manifest of checkpoint ``cp_id``: this moment, the workers' files and the
+        coordinator's own state (written into ``folder`` now)."""
+        own = checkpoint.write_coordinator_state(folder, {
+            "anomalies": {aid: d.state() for aid, d in self.anomalies.items()}}) \
+            if self.anomalies else {}
         return {
             "format": checkpoint.FORMAT,
             "id": cp_id,
@@ -362,8 +377,8 @@ class Coordinator:
                          "failed": self.restored_failed + sum(self.failed),
                          "dead_input": self.dead_input},
             "outputs": self.outputs.lengths(),
-            "files": {name: meta for files in self.cp_files.values()
-                      for name, meta in files.items()},
+            "files": {**{name: meta for files in self.cp_files.values()
+                         for name, meta in files.items()}, **own},
             "partition": self.settings.partition,
             "owner": os.environ.get(MEMBER_ENV) or socket.gethostname(),
             "finished": finished,
@@ -395,7 +410,7 @@ class Coordinator:
         assert self.cp_dir is not None
         cp_id = self.cp_next_id
         self.cp_next_id += 1
-        checkpoint.write_manifest(folder, self._manifest(cp_id, finished=True))
+        checkpoint.write_manifest(folder, self._manifest(cp_id, folder, finished=True))
         checkpoint.prune(self.cp_dir, self.settings.checkpoints_kept, cp_id)
         log.info("partition %s finished at %s (checkpoint %d)", self.settings.partition,
                  json.dumps(self.position), cp_id)
@@ -525,6 +540,12 @@ class Coordinator:
                 self.window_rows += len(rows)
                 written.extend({"analyzer": aid, **row} for row in rows)
                 self._remember_windows(aid, rows)
+                detector = self.anomalies.get(aid)
+                if detector is not None:
+                    found = detector.check(rows)
+                    for anomaly in found:
+                        self.outputs.anomalies(aid).write(row_of(anomaly))
+                    self._recent_anomalies.extend(row_of(a) | {"analyzer": aid} for a in found)
         self.outputs.flush()
         self.merged_w = watermark
         self._progress.set()
@@ -950,6 +971,8 @@ class Coordinator:
             "ledger": self.ledger().as_dict(),
             "time_jumps": self.intake.jumps.counts(),
             "warnings": list(self._warnings),
+            "anomalies": {aid: d.found for aid, d in self.anomalies.items()},
+            "recent_anomalies": list(self._recent_anomalies),
             "window_rows": self.window_rows,
             "sessions_ended": self.sessions_ended,
             "restarts": self.restarts,
@@ -991,6 +1014,7 @@ class Coordinator:
             "source_position": self.position,
             "ledger": self.ledger().as_dict(),
             "time_jumps": self.intake.jumps.counts(),
+            "anomalies": {aid: d.found for aid, d in self.anomalies.items()},
             "result_files": self.outputs.sizes(),
         }
 

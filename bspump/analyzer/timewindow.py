@@ -50,9 +50,13 @@ class TimeWindowAnalyzer(Analyzer):
         "count_field": "",
         "max_keys": 1 << 16,
         "key_limit": 0,
+        # Anomalies on the merged windows (checked by the coordinator): 0 = off.
+        "anomaly_history": 0,
+        "anomaly_threshold": 3.0,
     }
     _FRAMEWORK_ATTRS = frozenset({"window_size", "resolution", "max_keys", "count_field",
-                                  "key_limit", "keys_refused"})
+                                  "key_limit", "keys_refused", "anomaly_history",
+                                  "anomaly_threshold"})
 
     def __init__(self, app: Application, pipeline: Pipeline, id: str | None = None,
                  config: Mapping[str, Any] | None = None, window_size: float = 3600,
@@ -75,6 +79,14 @@ class TimeWindowAnalyzer(Analyzer):
         field = self.Config["count_field"]
         self.count_field: str | None = field or None
         self.keys_refused = 0  # records not counted because key_limit was reached
+        self.anomaly_history = int(self.Config["anomaly_history"])
+        self.anomaly_threshold = float(self.Config["anomaly_threshold"])
+        if self.anomaly_history < 0 or self.anomaly_history == 1:
+            raise self.config_error("anomaly_history", "must be 0 (off) or at least 2 periods, "
+                                    f"got {self.anomaly_history}")
+        if not self.anomaly_threshold > 0:
+            raise self.config_error("anomaly_threshold",
+                                    f"must be positive, got {self.anomaly_threshold}")
         self._keys: dict[Any, int] = {}
         self._key_list: list[Any] = []  # row -> key; None for a free row
         self._free: list[int] = []  # rows to give to new keys, the lowest last
