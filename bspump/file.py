@@ -480,8 +480,8 @@ class FileJSONLinesSink(Sink):
         self._resume_at: int | None = None
 
     def get_state(self) -> Any:
-        """How long this worker's file was at the checkpoint."""
-        self.flush()
+        """How long this worker's file was at the checkpoint (fsynced: the length holds)."""
+        self._sync()
         target = self._target()
         return {"length": target.stat().st_size if target.exists() else 0}
 
@@ -489,8 +489,10 @@ class FileJSONLinesSink(Sink):
         """Resume: lines written after the checkpoint are cut off (they are written again)."""
         self._resume_at = int(state["length"])
         target = self._target()
-        if target.exists():
-            os.truncate(target, min(self._resume_at, target.stat().st_size))
+        if target.exists() or target.is_symlink():
+            from cluster.outputs import truncate_result
+
+            truncate_result(target, self._resume_at)  # refuses a link: never cuts its target
 
     def _target(self) -> Path:
         run = self.App.Run
@@ -505,10 +507,14 @@ class FileJSONLinesSink(Sink):
         """Append one event."""
         f = self._file
         if f is None:
+            from cluster.config import parse_file_mode
+            from cluster.outputs import open_append
+
             target = self._target()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            mode = "a" if self._resume_at is not None else "w"
-            f = self._file = open(target, mode, encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
+            # Owner-only, never through a link (which could aim the writes anywhere).
+            f = self._file = open_append(target, parse_file_mode(self.App.Config))
+            if self._resume_at is None:
+                f.truncate(0)  # a fresh run starts the file anew
         f.write(dumps(event))
         f.write("\n")
 
@@ -517,8 +523,16 @@ class FileJSONLinesSink(Sink):
         if self._file is not None:
             self._file.flush()
 
-    def close(self) -> None:
-        """Flush and close the file."""
+    def _sync(self) -> None:
+        # A checkpoint records the length; after a machine crash the file must still be
+        # at least that long, or the lines between are lost on restore.
         if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        """Flush, fsync and close the file."""
+        if self._file is not None:
+            self._sync()
             self._file.close()
             self._file = None

@@ -205,6 +205,8 @@ CLUSTER_KEYS = {
                       "killed and the run restarts from the last checkpoint (default 60; 0: off)",
     "tasks": "one (default): one coordinator reads every partition this host is assigned; "
              "partition: one task per Kafka partition, whose state moves with the partition",
+    "http_public": "yes: allow http on an address other than loopback (default no)",
+    "file_mode": "octal permissions of result, dead-letter and report files (default 0600)",
 }
 
 TASKS = ("one", "partition")
@@ -279,6 +281,7 @@ class ClusterSettings:
     worker_timeout: float = 60.0
     http: tuple[str, int] | None = None
     max_record_depth: int = 64
+    file_mode: int = 0o600
     tasks: str = "one"
     # The Kafka partition ("topic:N") a partition task runs, else None.
     partition: str | None = None
@@ -319,7 +322,15 @@ def _split_class_ref(cfg: Config, section: str, key: str, raw: str) -> str:
 
 
 def _parse_http(cfg: Config) -> tuple[str, int] | None:
+    """``[cluster] http`` as (host, port); another address than loopback needs http_public.
+
+    The page and /metrics name keys, counts and hosts: serving them to the network is a
+    decision the config states, not a side effect of a typo such as ``0.0.0.0``.
+    """
+    from cluster.httpd import is_loopback
+
     raw = cfg.get("cluster", "http")
+    public = cfg.get_bool("cluster", "http_public", False)
     if raw is None or raw.lower() in ("", "off", "no", "none"):
         return None
     host, sep, port_text = raw.rpartition(":")
@@ -331,7 +342,28 @@ def _parse_http(cfg: Config) -> tuple[str, int] | None:
         raise cfg.error("cluster", "http", f"expected host:port, got {raw!r}") from None
     if not 0 <= port <= 65535:
         raise cfg.error("cluster", "http", f"port must be 0..65535, got {port}")
-    return host.strip("[]") or "127.0.0.1", port
+    host = host.strip("[]") or "127.0.0.1"
+    if not is_loopback(host) and not public:
+        raise cfg.error("cluster", "http", f"{host} is not a loopback address: the live page "
+                        "and /metrics would be served to the network; set http_public = yes "
+                        "to allow that, or use 127.0.0.1")
+    return host, port
+
+
+def parse_file_mode(cfg: Config) -> int:
+    """``[cluster] file_mode``: octal permission bits of the files a run writes."""
+    raw = cfg.get("cluster", "file_mode")
+    if raw is None:
+        return 0o600
+    try:
+        mode = int(raw, 8)
+    except ValueError:
+        raise cfg.error("cluster", "file_mode", f"expected octal permissions such as 0600, "
+                        f"got {raw!r}") from None
+    if not 0 <= mode <= 0o777 or not mode & 0o600 == 0o600:
+        raise cfg.error("cluster", "file_mode", f"expected 0600..0777 with the owner's read "
+                        f"and write bits, got {raw!r}")
+    return mode
 
 
 def partition_folder(partition: str) -> str:
@@ -423,6 +455,7 @@ def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = 
         progress = "no"  # nor a progress line each: the host's member reports for them
     return ClusterSettings(
         http=http,
+        file_mode=parse_file_mode(cfg),
         tasks=tasks,
         partition=partition,
         checkpoint_dir=checkpoint_dir,
@@ -451,7 +484,11 @@ def load_cluster_settings(cfg: Config, config_path: Path, workers: int | None = 
 
 
 def import_object(cfg: Config, section: str, key: str, ref: str) -> object:
-    """Import ``module:Name`` with the config file's folder on ``sys.path``."""
+    """Import ``module:Name`` with the config file's folder (and python_path) on ``sys.path``.
+
+    The folders go after the installed packages: a ``msgpack.py`` beside the config
+    must not replace the dependency of that name in this process.
+    """
     import importlib
     import sys
 
@@ -459,7 +496,7 @@ def import_object(cfg: Config, section: str, key: str, ref: str) -> object:
     extra = [p for p in (cfg.get("cluster", "python_path") or "").split(":") if p.strip()]
     for folder in [str(cfg.base_dir), *(str(cfg.base_dir / p.strip()) for p in extra)]:
         if folder not in sys.path:
-            sys.path.insert(0, folder)
+            sys.path.append(folder)
     try:
         module = importlib.import_module(module_name)
     except Exception as e:

@@ -31,3 +31,7 @@ class WorkerDied(ClusterError):
 
 class StartRefused(ClusterError):
     """The run cannot start without harming another run or earlier results; nothing was touched."""
+
+
+class OutputError(ClusterError):
+    """A result file cannot be written safely (a link, FIFO or device at its path)."""

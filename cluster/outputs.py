@@ -2,20 +2,30 @@
 
 Result files are written by one process only (the coordinator, or the in-process
 runner), so lines from several workers never cut into each other. Whole files
-(matrices, summary) go to a temporary name, are fsynced and renamed: a crash
-leaves the previous version whole.
+(checkpoint files, manifests, matrices, summary, report) go through
+:func:`atomic_write_bytes`: a crash leaves the previous version whole.
+
+Result files hold user ids: they are created owner-only (``[cluster] file_mode``,
+default 0600), and never opened through a symbolic link, which could point a write
+or a truncation at any file the user may write.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import stat
 from pathlib import Path
 from typing import IO, Any
 
 import msgspec
 import numpy as np
+
+from cluster.errors import OutputError
+
+FILE_MODE = 0o600
 
 
 def _json_default(obj: Any) -> Any:
@@ -45,11 +55,56 @@ def number(x: float) -> int | float:
     return int(x) if float(x).is_integer() else float(x)
 
 
+def _open_result(path: Path, flags: int, mode: int) -> int:
+    """Open a result file without following a link or blocking on a FIFO; a descriptor.
+
+    Anything but a regular file (a link, FIFO, device, folder) is refused with an
+    OutputError naming the path.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OutputError(f"{path}: is a symbolic link; result files are not written "
+                              "through links (remove it or choose another output_dir)") from None
+        if e.errno in (errno.ENXIO, errno.EISDIR):
+            raise OutputError(f"{path}: not a regular file") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OutputError(f"{path}: not a regular file")
+    return fd
+
+
+def open_append(path: Path, mode: int = FILE_MODE) -> IO[str]:
+    """Open a result file for appending: created with ``mode``, never through a link."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _open_result(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+    try:
+        os.fchmod(fd, mode)  # a file from an earlier run may have looser bits
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def truncate_result(path: Path, length: int) -> None:
+    """Cut a result file to at most ``length`` bytes, never through a link."""
+    fd = _open_result(path, os.O_WRONLY, FILE_MODE)
+    try:
+        os.ftruncate(fd, min(length, os.fstat(fd).st_size))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class JsonLinesWriter:
     """Appends JSON lines to one file, opened on first write."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, mode: int = FILE_MODE) -> None:
         self.path = path
+        self.mode = mode
         self._file: IO[str] | None = None
         self.lines = 0
         self.written: tuple[int, int, int] | None = None  # device, inode, size when closed
@@ -57,8 +112,7 @@ class JsonLinesWriter:
     def write(self, obj: Any) -> None:
         """Append one record."""
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
+            self._file = open_append(self.path, self.mode)
         self._file.write(dumps(obj))
         self._file.write("\n")
         self.lines += 1
@@ -103,20 +157,33 @@ class JsonLinesWriter:
 
 def fsync_dir(path: Path) -> None:
     """Make a rename in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file, fsync and rename."""
+def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE,
+                       sync_dir: bool = True) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old or the new file, whole.
+
+    The one writer of every whole file the cluster relies on after a crash:
+
+    1. write a temporary file beside ``path`` (created anew, owner-only or ``mode``);
+    2. fsync it, so its bytes are on disk before any name points at them;
+    3. rename it over ``path`` (a link at ``path`` is replaced, not followed);
+    4. fsync the folder, so the rename itself survives. ``sync_dir=False`` leaves this
+       to the caller, which fsyncs the folder once after renaming several files.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)  # O_EXCL below: a name planted in advance is not followed
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -124,14 +191,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
-def save_npy(path: Path, array: np.ndarray) -> None:
+def save_npy(path: Path, array: np.ndarray, mode: int = FILE_MODE) -> None:
     """Save an array as ``.npy`` atomically (loadable with ``allow_pickle=False``)."""
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), mode)
 
 
 def load_npy(path: Path) -> np.ndarray:
@@ -140,16 +208,20 @@ def load_npy(path: Path) -> np.ndarray:
     return result
 
 
+# The per-analyzer result files: <pipeline>.<analyzer>.<kind>.jsonl
+RESULT_KINDS = ("windows", "sessions", "anomalies")
+
+
 class RunOutputs:
     """The coordinator's result files for one pipeline run."""
 
-    def __init__(self, output_dir: Path, pipeline_id: str) -> None:
+    def __init__(self, output_dir: Path, pipeline_id: str, mode: int = FILE_MODE) -> None:
         self.dir = output_dir
         self.pipeline_id = pipeline_id
-        self.dead_letters = JsonLinesWriter(output_dir / "dead-letters.jsonl")
-        self.late_events = JsonLinesWriter(output_dir / "late-events.jsonl")
-        self._windows: dict[str, JsonLinesWriter] = {}
-        self._sessions: dict[str, JsonLinesWriter] = {}
+        self.mode = mode
+        self.dead_letters = JsonLinesWriter(output_dir / "dead-letters.jsonl", mode)
+        self.late_events = JsonLinesWriter(output_dir / "late-events.jsonl", mode)
+        self._per_analyzer: dict[tuple[str, str], JsonLinesWriter] = {}
 
     def dead_letter(self, reason: str, record: Any, **where: Any) -> None:
         """Keep a record that could not be processed, with the reason."""
@@ -162,25 +234,28 @@ class RunOutputs:
         self.late_events.write({"event_time": event_time, "watermark": number(watermark),
                                 "record": record})
 
+    def of(self, analyzer_id: str, kind: str) -> JsonLinesWriter:
+        """``<pipeline>.<analyzer>.<kind>.jsonl``: one analyzer's rows of one kind."""
+        w = self._per_analyzer.get((analyzer_id, kind))
+        if w is None:
+            w = self._per_analyzer[(analyzer_id, kind)] = JsonLinesWriter(
+                self.dir / f"{self.pipeline_id}.{analyzer_id}.{kind}.jsonl", self.mode)
+        return w
+
     def windows(self, analyzer_id: str) -> JsonLinesWriter:
         """The window rows of one TimeWindowAnalyzer."""
-        w = self._windows.get(analyzer_id)
-        if w is None:
-            w = self._windows[analyzer_id] = JsonLinesWriter(
-                self.dir / f"{self.pipeline_id}.{analyzer_id}.windows.jsonl")
-        return w
+        return self.of(analyzer_id, "windows")
 
     def sessions(self, analyzer_id: str) -> JsonLinesWriter:
         """The ended sessions of one SessionAnalyzer."""
-        w = self._sessions.get(analyzer_id)
-        if w is None:
-            w = self._sessions[analyzer_id] = JsonLinesWriter(
-                self.dir / f"{self.pipeline_id}.{analyzer_id}.sessions.jsonl")
-        return w
+        return self.of(analyzer_id, "sessions")
+
+    def anomalies(self, analyzer_id: str) -> JsonLinesWriter:
+        """The anomalies found on one TimeWindowAnalyzer's merged windows."""
+        return self.of(analyzer_id, "anomalies")
 
     def _all(self) -> list[JsonLinesWriter]:
-        return [self.dead_letters, self.late_events, *self._windows.values(),
-                *self._sessions.values()]
+        return [self.dead_letters, self.late_events, *self._per_analyzer.values()]
 
     def flush(self) -> None:
         """Flush every open file."""
@@ -189,16 +264,18 @@ class RunOutputs:
 
     def result_files(self) -> list[Path]:
         """Every JSON-lines result file of this pipeline that exists now."""
-        found = [*self.dir.glob(f"{self.pipeline_id}.*.windows.jsonl"),
-                 *self.dir.glob(f"{self.pipeline_id}.*.sessions.jsonl"),
+        found = [*(p for kind in RESULT_KINDS
+                   for p in self.dir.glob(f"{self.pipeline_id}.*.{kind}.jsonl")),
                  self.dir / "dead-letters.jsonl", self.dir / "late-events.jsonl"]
-        return [p for p in found if p.exists()]
+        return [p for p in found if p.exists() or p.is_symlink()]
 
     def lengths(self) -> dict[str, int]:
         """Synced length of every result file, for a checkpoint manifest."""
         for w in self._all():
             w.sync()
-        return {p.name: p.stat().st_size for p in self.result_files()}
+        # lstat: a link planted at a result path is not ours, and has no length to keep.
+        return {p.name: st.st_size for p in self.result_files()
+                if stat.S_ISREG((st := p.lstat()).st_mode)}
 
     def truncate_to(self, lengths: dict[str, int]) -> None:
         """Restore: cut each result file back to its checkpointed length, drop newer files."""
@@ -207,9 +284,9 @@ class RunOutputs:
             w.written = None  # cut below: the end-of-run check starts from the new lengths
         for p in self.result_files():
             if p.name in lengths:
-                os.truncate(p, min(lengths[p.name], p.stat().st_size))
+                truncate_result(p, lengths[p.name])
             else:
-                p.unlink()
+                p.unlink()  # removes a link itself, never its target
 
     def close(self) -> None:
         """Flush, fsync and close every file."""
@@ -227,4 +304,5 @@ class RunOutputs:
     def write_summary(self, summary: dict[str, Any]) -> None:
         """``summary.json``: the figures of the run."""
         atomic_write_bytes(self.dir / "summary.json",
-                           json.dumps(summary, indent=2, default=_json_default).encode())
+                           json.dumps(summary, indent=2, default=_json_default).encode(),
+                           self.mode)

@@ -75,7 +75,9 @@ class Supervisor:
         self._stop_sent_at: float | None = None
 
     def _python(self, module: str, *args: str) -> list[str]:
-        return [sys.executable, "-m", module, *args]
+        # -P: the working directory is not put first on sys.path, so a msgpack.py there
+        # cannot stand in for the dependency in the children.
+        return [sys.executable, "-P", "-m", module, *args]
 
     def _spawn(self, name: str, argv: list[str], pass_fds: tuple[int, ...] = (),
                stdin: int | None = None) -> _Child:

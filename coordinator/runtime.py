@@ -45,9 +45,10 @@ from cluster.intake import Intake, IntakeResult
 from cluster.layout import Layout
 from cluster.logs import MEMBER_ENV, text_prefix
 from cluster.merge import WindowMerger
-from cluster.outputs import RunOutputs, number, save_npy
+from cluster.outputs import RESULT_KINDS, RunOutputs, number, save_npy
 from cluster.records import Limits, late_record
 from cluster.shm import Segment
+from coordinator.anomalies import WindowAnomalies, row_of
 from coordinator.ledger import Ledger
 from coordinator.transport import Transport
 
@@ -119,9 +120,13 @@ class Coordinator:
         self.layout = Layout(workers, settings.key_groups)
         self.intake = Intake(settings.routing, self.layout, self.timing.tick,
                              Limits(settings.max_record_bytes, settings.max_record_depth))
-        self.outputs = RunOutputs(settings.output_dir, self.pipeline.Id)
+        self.outputs = RunOutputs(settings.output_dir, self.pipeline.Id, settings.file_mode)
         self.mergers = {p.Id: WindowMerger(p.Id, p.resolution, workers)
                         for p in self.pipeline.Processors if isinstance(p, TimeWindowAnalyzer)}
+        self.anomalies = {p.Id: WindowAnomalies(p.Id, p.resolution, p.anomaly_history,
+                                                p.anomaly_threshold)
+                          for p in self.pipeline.Processors
+                          if isinstance(p, TimeWindowAnalyzer) and p.anomaly_history}
         self.shard_matrices: dict[str, list[np.ndarray | None]] = {
             mid: [None] * workers for mid in self.app.Matrices}
         self._segments: list[Segment] = []
@@ -166,6 +171,7 @@ class Coordinator:
             aid: deque(maxlen=WINDOW_HISTORY) for aid in self.mergers}
         self._checkpoint_history: deque[dict[str, Any]] = deque(maxlen=50)
         self._warnings: deque[dict[str, Any]] = deque(maxlen=10)
+        self._recent_anomalies: deque[dict[str, Any]] = deque(maxlen=50)
         self.kafka_lag: dict[str, int] = {}
         self._source_down: float | None = None  # since when the source's brokers are silent
         self._progress = asyncio.Event()
@@ -184,7 +190,7 @@ class Coordinator:
         out = self.settings.output_dir
         out.mkdir(parents=True, exist_ok=True)
         pid = self.pipeline.Id
-        stale = [*out.glob(f"{pid}.*.windows.jsonl"), *out.glob(f"{pid}.*.sessions.jsonl"),
+        stale = [*(p for kind in RESULT_KINDS for p in out.glob(f"{pid}.*.{kind}.jsonl")),
                  out / "dead-letters.jsonl", out / "late-events.jsonl", out / "summary.json",
                  *(out / f"{mid}.npy" for mid in self.app.Matrices)]
         for path in stale:
@@ -216,13 +222,15 @@ class Coordinator:
     def _attach(self, worker: int, table: dict[str, list[Any]]) -> None:
         for logical, (name, shape, dtype) in table.items():
             seg = Segment.attach(name, tuple(shape), dtype)
-            self._segments.append(seg)
             if logical.startswith("m.") and logical[2:] in self.shard_matrices:
                 self.shard_matrices[logical[2:]][worker] = seg.array
             elif logical.endswith(".windows"):
                 aid = logical[len(self.pipeline.Id) + 1: -len(".windows")]
                 if aid in self.mergers:
-                    self.mergers[aid].attach(worker, seg.array)
+                    # The merger keeps it: a ring that grows replaces it (WindowMerger.report).
+                    self.mergers[aid].attach(worker, seg.array, seg)
+                    continue
+            self._segments.append(seg)
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -259,6 +267,11 @@ class Coordinator:
         self.restored_routed = c.get("routed", c["events_processed"])
         self.restored_failed = c.get("failed", 0)
         self.dead_input = c.get("dead_input", c["dead"] - self.restored_failed)
+        own = checkpoint.read_coordinator_state(cp.path)
+        for aid, detector in self.anomalies.items():
+            saved = (own.get("anomalies") or {}).get(aid)
+            if saved is not None:
+                detector.set_state(saved)
         self.position = m["position"]
         if self.position is not None:
             assert self.pipeline.Source is not None
@@ -325,7 +338,7 @@ class Coordinator:
         # Not stoppable: a stop waits for the checkpoint in progress (and takes its own).
         await self._wait(lambda: len(self.cp_files) == self.workers, stoppable=False)
         self.cp_waiting = None
-        manifest = self._manifest(cp_id)
+        manifest = self._manifest(cp_id, folder)
         self._check_still_owner()
         checkpoint.write_manifest(folder, manifest)
         self._save_persistent()
@@ -344,8 +357,12 @@ class Coordinator:
         self._cp_clock = time.monotonic()
         self._cp_records = self.records_read
 
-    def _manifest(self, cp_id: int, finished: bool = False) -> dict[str, Any]:
-        """The manifest of checkpoint ``cp_id``: this moment and the workers' files."""
+    def _manifest(self, cp_id: int, folder: Path, finished: bool = False) -> dict[str, Any]:
+        """The manifest of checkpoint ``cp_id``: this moment, the workers' files and the
+        coordinator's own state (written into ``folder`` now)."""
+        own = checkpoint.write_coordinator_state(folder, {
+            "anomalies": {aid: d.state() for aid, d in self.anomalies.items()}}) \
+            if self.anomalies else {}
         return {
             "format": checkpoint.FORMAT,
             "id": cp_id,
@@ -363,8 +380,8 @@ class Coordinator:
                          "failed": self.restored_failed + sum(self.failed),
                          "dead_input": self.dead_input},
             "outputs": self.outputs.lengths(),
-            "files": {name: meta for files in self.cp_files.values()
-                      for name, meta in files.items()},
+            "files": {**{name: meta for files in self.cp_files.values()
+                         for name, meta in files.items()}, **own},
             "partition": self.settings.partition,
             "owner": os.environ.get(MEMBER_ENV) or socket.gethostname(),
             "finished": finished,
@@ -396,7 +413,7 @@ class Coordinator:
         assert self.cp_dir is not None
         cp_id = self.cp_next_id
         self.cp_next_id += 1
-        checkpoint.write_manifest(folder, self._manifest(cp_id, finished=True))
+        checkpoint.write_manifest(folder, self._manifest(cp_id, folder, finished=True))
         checkpoint.prune(self.cp_dir, self.settings.checkpoints_kept, cp_id)
         log.info("partition %s finished at %s (checkpoint %d)", self.settings.partition,
                  json.dumps(self.position), cp_id)
@@ -413,7 +430,7 @@ class Coordinator:
             raise StartRefused(f"cannot serve http on {host}:{port} ({where}): "
                                f"{e.strerror or e}") from None
 
-    async def _start_http(self) -> asyncio.Server | None:
+    async def _start_http(self) -> httpd.HttpServer | None:
         """Serve /metrics, /api/snapshot and the live page when ``[cluster] http`` is set."""
         if not self.settings.http:
             return None
@@ -421,7 +438,7 @@ class Coordinator:
 
         host, port = self.settings.http
         server = await web.serve(self, host, port, self._http_socket)
-        log.info("metrics and live page on http://%s:%d/", host, httpd.bound_port(server))
+        log.info("metrics and live page on http://%s:%d/", host, server.port)
         return server
 
     def _write_report(self) -> None:
@@ -429,7 +446,8 @@ class Coordinator:
         from coordinator import web
 
         try:
-            web.write_report(self.snapshot(), self.settings.output_dir / "report.html")
+            web.write_report(self.snapshot(), self.settings.output_dir / "report.html",
+                             self.settings.file_mode)
         except OSError as e:
             log.error("cannot write report.html: %s", e)
 
@@ -440,7 +458,7 @@ class Coordinator:
     def _save_persistent(self) -> None:
         for mid, matrix in self.app.Matrices.items():
             if isinstance(matrix, PersistentMatrix):
-                save_npy(matrix.path, self._summed(mid))
+                save_npy(matrix.path, self._summed(mid), self.settings.file_mode)
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -491,7 +509,8 @@ class Coordinator:
         for aid, news in (report.get("analyzers") or {}).items():
             merger = self.mergers.get(aid)
             if merger is not None:
-                merger.report(worker, news.get("keys", ()), news.get("closed", ()))
+                merger.report(worker, news.get("keys", ()), news.get("closed", ()),
+                              news.get("rows", ()), news.get("segment"))
             ended = news.get("ended")
             if ended:
                 out = self.outputs.sessions(aid)
@@ -524,6 +543,12 @@ class Coordinator:
                 self.window_rows += len(rows)
                 written.extend({"analyzer": aid, **row} for row in rows)
                 self._remember_windows(aid, rows)
+                detector = self.anomalies.get(aid)
+                if detector is not None:
+                    found = detector.check(rows)
+                    for anomaly in found:
+                        self.outputs.anomalies(aid).write(row_of(anomaly))
+                    self._recent_anomalies.extend(row_of(a) | {"analyzer": aid} for a in found)
         self.outputs.flush()
         self.merged_w = watermark
         self._progress.set()
@@ -729,7 +754,7 @@ class Coordinator:
                     rc = exits.LEDGER
             self.state = {exits.OK: "finished", exits.STOPPED: "stopped"}.get(rc, "failed")
             if server is not None:
-                server.close()
+                await server.close()
         if rc == exits.OK:
             self._write_report()
         self._summary(rc)
@@ -761,7 +786,8 @@ class Coordinator:
         await self._wait(lambda: all(self.done))
         await self._publish(self._merge(math.inf))
         for mid in self.app.Matrices:
-            save_npy(self.settings.output_dir / f"{mid}.npy", self._summed(mid))
+            save_npy(self.settings.output_dir / f"{mid}.npy", self._summed(mid),
+                     self.settings.file_mode)
         self._save_persistent()
         if folder is not None:
             self._finished_checkpoint(folder)
@@ -948,6 +974,8 @@ class Coordinator:
             "ledger": self.ledger().as_dict(),
             "time_jumps": self.intake.jumps.counts(),
             "warnings": list(self._warnings),
+            "anomalies": {aid: d.found for aid, d in self.anomalies.items()},
+            "recent_anomalies": list(self._recent_anomalies),
             "window_rows": self.window_rows,
             "sessions_ended": self.sessions_ended,
             "restarts": self.restarts,
@@ -989,6 +1017,7 @@ class Coordinator:
             "source_position": self.position,
             "ledger": self.ledger().as_dict(),
             "time_jumps": self.intake.jumps.counts(),
+            "anomalies": {aid: d.found for aid, d in self.anomalies.items()},
             "result_files": self.outputs.sizes(),
         }
 

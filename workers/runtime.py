@@ -25,6 +25,7 @@ from bspump.processor import RestoreInfo
 from cluster import wire
 from cluster.checkpoint import ShardReader, ShardWriter
 from cluster.config import ClusterSettings
+from cluster.errors import ClusterError
 from cluster.records import preview
 
 log = logging.getLogger("bspump-cluster.worker")
@@ -204,7 +205,13 @@ def serve(settings: ClusterSettings, run: RunInfo, run_dir: str, parent_pid: int
                 said = time.monotonic()
                 continue
             msg = wire.unpack(down.recv(copy=False).buffer)
-            reply = shard.handle(msg)
+            try:
+                reply = shard.handle(msg)
+            except ClusterError as e:
+                # A refusal the message names (a link at a result path, a bad checkpoint
+                # file): one line for the coordinator, no traceback.
+                up.send(wire.pack([wire.FAILED, run.worker, str(e)]))
+                return 1
             text = capture.take_lines(everything=shard.finished)
             if text:
                 up.send(wire.pack([wire.OUTPUT, run.worker, text]))

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cluster import checkpoint
 from cluster.checkpoint import Checkpoint, ShardReader, ShardWriter
+from cluster.errors import CheckpointError
 
 
 def _write(directory: Path, cp_id: int, workers: int = 2, manifest: bool = True) -> Path:
@@ -20,10 +25,20 @@ def _write(directory: Path, cp_id: int, workers: int = 2, manifest: bool = True)
         writer.put_object("state.A", {"window": [1, 2, w]})
         files.update(writer.close())
     if manifest:
-        checkpoint.write_manifest(folder, {"format": checkpoint.FORMAT, "id": cp_id,
-                                           "workers": workers, "files": files,
-                                           "position": cp_id * 100})
+        checkpoint.write_manifest(folder, _manifest(cp_id, workers, files))
     return folder
+
+
+def _manifest(cp_id: int, workers: int, files: dict) -> dict:
+    """A manifest as the coordinator writes it."""
+    return {"format": checkpoint.FORMAT, "id": cp_id, "created": 1.0e9,
+            "pipeline": "P", "workers": workers, "key_groups": 64,
+            "position": cp_id * 100,
+            "intake": {"watermark": 5.0, "max_time": 6.0, "next_boundary": 60.0},
+            "counters": {"records_read": 10, "dead": 1, "late": 0, "sessions_ended": 2,
+                         "window_rows": 3, "events_processed": 9},
+            "outputs": {"dead-letters.jsonl": 120}, "files": files,
+            "partition": None, "owner": "host", "finished": False}
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -76,3 +91,115 @@ def test_prune_keeps_the_newest_complete(tmp_path: Path) -> None:
     checkpoint.prune(tmp_path, keep=2, newest_id=5)
     assert [c.id for c in checkpoint.scan(tmp_path)] == [4, 5, 6]  # 6 may still be in progress
     assert checkpoint.next_id(tmp_path) == 7
+
+
+def _tamper(folder: Path, change) -> None:
+    m = json.loads((folder / checkpoint.MANIFEST).read_text())
+    change(m)
+    (folder / checkpoint.MANIFEST).write_text(json.dumps(m))
+
+
+def _entry(path: Path) -> dict:
+    data = path.read_bytes()
+    return {"size": len(data), "crc32": zlib.crc32(data)}
+
+
+def test_manifest_naming_files_outside_its_folder_is_skipped(tmp_path: Path, caplog) -> None:
+    """Absolute and ``..`` names are refused even when size and checksum match."""
+    cps = tmp_path / "checkpoints"
+    _write(cps, 1)
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not a checkpoint file\n")
+    sneaky = _write(cps, 2)
+    _tamper(sneaky, lambda m: m["files"].update({"../../secret.txt": _entry(outside)}))
+    absolute = _write(cps, 3)
+    _tamper(absolute, lambda m: m["files"].update({str(outside): _entry(outside)}))
+    with caplog.at_level("WARNING"):
+        cp = checkpoint.newest_complete(cps)
+    assert cp is not None and cp.id == 1
+    assert (f"skipping checkpoint {sneaky}: manifest names '../../secret.txt', "
+            "not a file of the checkpoint folder") in caplog.text
+    assert (f"skipping checkpoint {absolute}: manifest names {str(outside)!r}, "
+            "not a file of the checkpoint folder") in caplog.text
+    assert [m["id"] for m in checkpoint.complete_manifests(cps, 5)] == [1]
+
+
+class _Hung(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Hung
+
+
+def test_fifo_or_symlink_in_a_checkpoint_is_skipped_not_read(tmp_path: Path) -> None:
+    """Reading a FIFO would block for ever; a symlink may point anywhere."""
+    fifo_cp = _write(tmp_path, 1)
+    os.mkfifo(fifo_cp / "w0.extra.npy")
+    _tamper(fifo_cp, lambda m: m["files"].update({"w0.extra.npy": {"size": 0, "crc32": 0}}))
+    link_cp = _write(tmp_path, 2)
+    target = tmp_path / "elsewhere.npy"
+    (link_cp / "w1.m.M.npy").rename(target)
+    (link_cp / "w1.m.M.npy").symlink_to(target)  # same bytes: size and crc32 would match
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(5)
+    try:
+        fifo = checkpoint.verify(Checkpoint(1, fifo_cp))
+        link = checkpoint.verify(Checkpoint(2, link_cp))
+        listed = [m["id"] for m in checkpoint.complete_manifests(tmp_path, 5)]
+    except _Hung:
+        raise AssertionError("verify blocked on a FIFO named in a manifest") from None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert fifo.problem == "w0.extra.npy is not a regular file"
+    assert link.problem == "w1.m.M.npy is not a regular file"
+    assert listed == []
+
+
+def test_reader_refuses_a_fifo_beside_the_manifest(tmp_path: Path) -> None:
+    folder = _write(tmp_path, 1)
+    os.mkfifo(folder / "w0.ghost.npy")  # not in the manifest: verify cannot see it
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(5)
+    try:
+        with pytest.raises(CheckpointError, match=r"w0\.ghost\.npy: not a regular file"):
+            ShardReader(folder, 0).get_array("ghost")
+    except _Hung:
+        raise AssertionError("the reader blocked on a FIFO") from None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda m: m.pop("outputs"), "manifest: outputs is missing"),
+    (lambda m: m.update(files={"w0.state.msgpack": 7}),
+     "manifest: files['w0.state.msgpack'] is not {size, crc32}"),
+    (lambda m: m["files"]["w0.m.M.npy"].pop("size"),
+     "manifest: files['w0.m.M.npy'] is not {size, crc32}"),
+    (lambda m: m.update(workers="2"), "manifest: workers is not a positive integer"),
+    (lambda m: m.update(workers=10**9), "manifest: workers is not a positive integer"),
+    (lambda m: m["files"].pop("w1.state.msgpack"),
+     "manifest: w1.state.msgpack of worker 1 is not listed"),
+    (lambda m: m["intake"].update(watermark="late"),
+     "manifest: intake.watermark is not a number"),
+    (lambda m: m["counters"].pop("dead"), "manifest: counters.dead is not an integer"),
+    (lambda m: m.update(outputs={"../x.jsonl": 3}),
+     "manifest: outputs names '../x.jsonl', not a result file"),
+    (lambda m: m.update(outputs={"dead-letters.jsonl": -1}),
+     "manifest: outputs['dead-letters.jsonl'] is not a length"),
+    (lambda m: m.update(files=[]), "manifest: files is not an object"),
+], ids=["no outputs", "meta not object", "no size", "workers text", "workers huge",
+        "worker file unlisted", "watermark text", "counter missing", "output path",
+        "negative length", "files list"])
+def test_malformed_manifest_is_skipped_not_fatal(tmp_path: Path, caplog, change,
+                                                 problem) -> None:
+    _write(tmp_path, 1)
+    bad = _write(tmp_path, 2)
+    _tamper(bad, change)
+    with caplog.at_level("WARNING"):
+        cp = checkpoint.newest_complete(tmp_path)
+    assert cp is not None and cp.id == 1
+    assert f"skipping checkpoint {bad}: {problem}" in caplog.text
+    assert [m["id"] for m in checkpoint.complete_manifests(tmp_path, 5)] == [1]

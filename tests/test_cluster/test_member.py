@@ -41,9 +41,11 @@ def _manifest(cp_dir: Path, cp_id: int, created: float, read: int, finished: boo
     checkpoint.write_manifest(folder, {
         "format": checkpoint.FORMAT, "id": cp_id, "created": created, "owner": "h:1",
         "finished": finished, "position": {partition: read}, "partition": partition,
-        "intake": {"watermark": 1_700_000_000.0},
-        "counters": {"records_read": read, "dead": 2, "late": 1, "events_processed": read - 3},
-        "files": {}})
+        "pipeline": "P", "workers": 1, "key_groups": 4, "outputs": {},
+        "intake": {"watermark": 1_700_000_000.0, "max_time": 0.0, "next_boundary": 0.0},
+        "counters": {"records_read": read, "dead": 2, "late": 1,
+                     "events_processed": max(read - 3, 0), "sessions_ended": 0, "window_rows": 0},
+        "files": checkpoint.ShardWriter(folder, 0).close()})
 
 
 def test_partition_status_reads_the_two_newest_checkpoints(tmp_path: Path) -> None:
