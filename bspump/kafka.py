@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from bspump.processor import Sink, Source, SourceBatch
+from cluster.config import parse_partition
 from cluster.errors import ConfigError, RecordError
 from cluster.outputs import dumps
 from cluster.records import (
@@ -153,8 +154,7 @@ class KafkaSource(Source):
         run = self.App.Run
         if run is None or run.partition is None:
             return None
-        topic, _, number = run.partition.rpartition(":")
-        return topic, int(number)
+        return parse_partition(run.partition)
 
     def group_options(self) -> dict[str, Any]:
         """Consumer-group settings shared by this source and a partition-task member."""
@@ -355,8 +355,7 @@ class KafkaSource(Source):
         assigned = consumer.assignment()
         offsets = {}
         for name, offset in positions.items():
-            topic, _, part = name.rpartition(":")
-            tp = TopicPartition(topic, int(part))
+            tp = TopicPartition(*parse_partition(name))
             if tp in assigned:
                 offsets[tp] = OffsetAndMetadata(int(offset), "")
         if not offsets:
