@@ -323,3 +323,33 @@ def test_csv_refuses_an_encoding_it_cannot_split_into_lines(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="ASCII-compatible"):
         read_all(FileCSVSource(app, bspump.Pipeline(app, "P"), path=str(path),
                                config={"encoding": "utf-16"}))
+
+
+def test_max_record_depth_is_read_from_the_cluster_section(tmp_path: Path) -> None:
+    from cluster.config import load_cluster_settings
+    from cluster.errors import ConfigError
+
+    def settings_of(extra: str) -> Any:
+        text = f"[cluster]\npipeline = m:P\n{extra}\n[pipeline:P]\nshard_key = k\n"
+        return load_cluster_settings(Config.from_string(text, name="c.ini"),
+                                     tmp_path / "c.ini")
+
+    assert settings_of("").max_record_depth == 64
+    assert settings_of("max_record_depth = 8").max_record_depth == 8
+    with pytest.raises(ConfigError, match="max_record_depth"):
+        settings_of("max_record_depth = 0")
+    with pytest.raises(ConfigError, match="max_record_depth"):
+        settings_of("max_record_depth = 1000")  # msgpack carries at most 511 levels
+
+
+def test_a_smaller_max_record_depth_applies_to_every_route() -> None:
+    limits = Limits(max_bytes=1 << 20, max_depth=3)
+    routing = PipelineSettings("P", ShardKeySpec(field="k"), time_field="ts")
+    intake = Intake(routing, Layout(1, 4), 60.0, limits)
+    ok = b'{"k": "a", "ts": %r, "x": [[1]]}' % T0
+    deep = b'{"k": "a", "ts": %r, "x": [[[1]]]}' % T0
+    result = intake.feed_raw([ok, deep], lambda i: f"f:{i + 1}")
+    assert result.accepted == 1
+    assert [d.reason for d in result.dead] == ["f:2: record nests deeper than max_record_depth=3"]
+    result = intake.feed([json.loads(ok), json.loads(deep)], where=lambda i: f"f:{i + 1}")
+    assert [d.reason for d in result.dead] == ["f:2: record nests deeper than max_record_depth=3"]
