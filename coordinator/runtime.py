@@ -609,7 +609,9 @@ class Coordinator:
         elif batch.raw is not None:
             result = self.intake.feed_raw(batch.raw, batch.where, now)
         else:
-            result = self.intake.feed(batch.records, now, batch.where)
+            # Where each record came from, when the source said (a user's source may not).
+            known = batch.raw_origin or batch.raw_places is not None
+            result = self.intake.feed(batch.records, now, batch.where if known else None)
         if self.intake.jumps.counts() != jumps_before:
             self._note_jumps(jumps_before)
         lost = len(batch) - result.accepted - len(result.dead) - len(result.late) - result.held
