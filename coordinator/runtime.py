@@ -169,6 +169,7 @@ class Coordinator:
         self._checkpoint_history: deque[dict[str, Any]] = deque(maxlen=50)
         self._warnings: deque[dict[str, Any]] = deque(maxlen=10)
         self._recent_anomalies: deque[dict[str, Any]] = deque(maxlen=50)
+        self.keyed_anomalies: dict[str, int] = {}
         self.kafka_lag: dict[str, int] = {}
         self._source_down: float | None = None  # since when the source's brokers are silent
         self._progress = asyncio.Event()
@@ -265,6 +266,7 @@ class Coordinator:
         self.restored_failed = c.get("failed", 0)
         self.dead_input = c.get("dead_input", c["dead"] - self.restored_failed)
         own = checkpoint.read_coordinator_state(cp.path)
+        self.keyed_anomalies = dict(own.get("keyed_anomalies") or {})
         for aid, detector in self.anomalies.items():
             saved = (own.get("anomalies") or {}).get(aid)
             if saved is not None:
@@ -284,6 +286,10 @@ class Coordinator:
             log.info("partition %s resumes from checkpoint %d written by %s%s",
                      self.settings.partition, cp.id, m.get("owner", "-"),
                      " (finished)" if m.get("finished") else "")
+
+    def anomaly_counts(self) -> dict[str, int]:
+        """Anomalies found so far, per analyzer (merged windows and keyed detectors)."""
+        return {**{aid: d.found for aid, d in self.anomalies.items()}, **self.keyed_anomalies}
 
     def ledger(self) -> Ledger:
         """Where every record read went so far (see :mod:`coordinator.ledger`)."""
@@ -358,8 +364,9 @@ class Coordinator:
         """The manifest of checkpoint ``cp_id``: this moment, the workers' files and the
         coordinator's own state (written into ``folder`` now)."""
         own = checkpoint.write_coordinator_state(folder, {
-            "anomalies": {aid: d.state() for aid, d in self.anomalies.items()}}) \
-            if self.anomalies else {}
+            "anomalies": {aid: d.state() for aid, d in self.anomalies.items()},
+            "keyed_anomalies": self.keyed_anomalies}) \
+            if self.anomalies or self.keyed_anomalies else {}
         return {
             "format": checkpoint.FORMAT,
             "id": cp_id,
@@ -515,6 +522,15 @@ class Coordinator:
                     out.write({"key": key, "start": number(first), "end": number(last),
                                "events": events})
                 self.sessions_ended += len(ended)
+            found = news.get("anomalies")
+            if found:  # a per-event keyed detector (bspump.anomaly.KeyedAnomalyDetector)
+                out = self.outputs.anomalies(aid)
+                for key, t, value, mean, std, score in found:
+                    row = {"key": key, "event_time": t, "value": value, "mean": mean,
+                           "std": std, "score": score}
+                    out.write(row)
+                    self._recent_anomalies.append({**row, "analyzer": aid})
+                self.keyed_anomalies[aid] = self.keyed_anomalies.get(aid, 0) + len(found)
         for d in report.get("dead") or ():
             self.outputs.dead_letter(d["reason"], d["record"], worker=worker,
                                      processor=d.get("processor"), event_time=d.get("event_time"))
@@ -971,7 +987,7 @@ class Coordinator:
             "ledger": self.ledger().as_dict(),
             "time_jumps": self.intake.jumps.counts(),
             "warnings": list(self._warnings),
-            "anomalies": {aid: d.found for aid, d in self.anomalies.items()},
+            "anomalies": self.anomaly_counts(),
             "recent_anomalies": list(self._recent_anomalies),
             "window_rows": self.window_rows,
             "sessions_ended": self.sessions_ended,
@@ -1014,7 +1030,7 @@ class Coordinator:
             "source_position": self.position,
             "ledger": self.ledger().as_dict(),
             "time_jumps": self.intake.jumps.counts(),
-            "anomalies": {aid: d.found for aid, d in self.anomalies.items()},
+            "anomalies": self.anomaly_counts(),
             "result_files": self.outputs.sizes(),
         }
 
