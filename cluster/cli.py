@@ -132,6 +132,10 @@ def format_status(snap: dict[str, Any], url: str = "") -> list[str]:
                      + (f" + held {_n(ledger['held'])}" if ledger.get("held") else "")
                      + (f" + UNACCOUNTED {_n(ledger['unaccounted'])}"
                         if ledger["unaccounted"] else ""))
+    found = snap.get("anomalies") or {}
+    if found:
+        lines.append("anomalies: " + ", ".join(f"{aid} {_n(n)}"
+                                               for aid, n in sorted(found.items())))
     if cp.get("last_id") is not None:
         lines.append(f"last checkpoint {cp['last_id']}, {human_seconds(cp.get('age_s'))} ago, "
                      f"took {_n(cp.get('duration_s'), 3)} s ({_n(cp.get('taken'))} taken)")

@@ -51,6 +51,11 @@ def render(snap: dict[str, Any]) -> str:
         t.metric("records_in_flight", "gauge",
                  "Records routed to a worker and not yet reported back as processed.",
                  [({}, ledger["in_flight"])])
+    found = snap.get("anomalies") or {}
+    if found:
+        t.metric("anomalies_total", "counter",
+                 "Anomalies found, per analyzer (merged windows or a keyed detector).",
+                 [({"analyzer": aid}, n) for aid, n in sorted(found.items())])
     t.metric("dead_letters_total", "counter", "Lines in dead-letters.jsonl.",
              [({}, snap["dead_letters"])])
     t.metric("late_events_total", "counter", "Events behind the watermark (late-events.jsonl).",

@@ -170,6 +170,7 @@ class Coordinator:
         self._warnings: deque[dict[str, Any]] = deque(maxlen=10)
         self._recent_anomalies: deque[dict[str, Any]] = deque(maxlen=50)
         self.keyed_anomalies: dict[str, int] = {}
+        self._unpublished_anomalies: list[dict[str, Any]] = []
         self.kafka_lag: dict[str, int] = {}
         self._source_down: float | None = None  # since when the source's brokers are silent
         self._progress = asyncio.Event()
@@ -524,12 +525,9 @@ class Coordinator:
                 self.sessions_ended += len(ended)
             found = news.get("anomalies")
             if found:  # a per-event keyed detector (bspump.anomaly.KeyedAnomalyDetector)
-                out = self.outputs.anomalies(aid)
                 for key, t, value, mean, std, score in found:
-                    row = {"key": key, "event_time": t, "value": value, "mean": mean,
-                           "std": std, "score": score}
-                    out.write(row)
-                    self._recent_anomalies.append({**row, "analyzer": aid})
+                    self._anomaly(aid, {"key": key, "event_time": t, "value": value,
+                                        "mean": mean, "std": std, "score": score})
                 self.keyed_anomalies[aid] = self.keyed_anomalies.get(aid, 0) + len(found)
         for d in report.get("dead") or ():
             self.outputs.dead_letter(d["reason"], d["record"], worker=worker,
@@ -560,18 +558,27 @@ class Coordinator:
                 if detector is not None:
                     found = detector.check(rows)
                     for anomaly in found:
-                        self.outputs.anomalies(aid).write(row_of(anomaly))
-                    self._recent_anomalies.extend(row_of(a) | {"analyzer": aid} for a in found)
+                        self._anomaly(aid, row_of(anomaly))
         self.outputs.flush()
         self.merged_w = watermark
         self._progress.set()
         return written
 
+    def _anomaly(self, aid: str, row: dict[str, Any]) -> None:
+        """Write an anomaly, keep it for the page, queue it for the sink's topic."""
+        self.outputs.anomalies(aid).write(row)
+        self._recent_anomalies.append({**row, "analyzer": aid})
+        self._unpublished_anomalies.append(row)
+
     async def _publish(self, rows: list[dict[str, Any]]) -> None:
-        """Hand merged window rows to the sink when it publishes them (Kafka)."""
+        """Hand merged window rows and new anomalies to the sink when it publishes them."""
         publish = getattr(self.pipeline.Sink, "publish_windows", None)
         if rows and publish is not None:
             await publish(rows)
+        anomalies, self._unpublished_anomalies = self._unpublished_anomalies, []
+        publish = getattr(self.pipeline.Sink, "publish_anomalies", None)
+        if anomalies and publish is not None:
+            await publish(anomalies)
 
     # -- sending -----------------------------------------------------------------------------------
 
