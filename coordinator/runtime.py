@@ -152,6 +152,7 @@ class Coordinator:
         self.cp_next_id = 1
         self.cp_waiting: int | None = None
         self.cp_files: dict[int, dict[str, Any]] = {}
+        self.cp_worker_figures: dict[int, dict[str, float]] = {}
         self.cp_taken = 0
         self.cp_last: dict[str, Any] | None = None
         self._cp_clock = time.monotonic()
@@ -336,13 +337,21 @@ class Coordinator:
         self.cp_next_id += 1
         folder = checkpoint.create_folder(self.cp_dir, cp_id)
         self.cp_files = {}
+        self.cp_worker_figures = {}
         self.cp_waiting = cp_id
         for w in range(self.workers):
             await transport.send(w, [wire.BARRIER, cp_id, str(folder)])
         # Not stoppable: a stop waits for the checkpoint in progress (and takes its own).
         await self._wait(lambda: len(self.cp_files) == self.workers, stoppable=False)
         self.cp_waiting = None
+        acked = time.monotonic() - began
         manifest = self._manifest(cp_id, folder)
+        size = sum(meta["size"] for meta in manifest["files"].values())
+        manifest["figures"] = {
+            # Every worker writes its whole state at the barrier, standing still meanwhile.
+            "worker_write_s": max((f.get("write_s", 0.0)
+                                   for f in self.cp_worker_figures.values()), default=0.0),
+            "barrier_to_acks_s": round(acked, 6), "bytes_written": size, "state_bytes": size}
         self._check_still_owner()
         checkpoint.write_manifest(folder, manifest)
         self._save_persistent()
@@ -353,9 +362,11 @@ class Coordinator:
             await commit(self.position)
         self.cp_taken += 1
         took = time.monotonic() - began
-        size = sum(meta["size"] for meta in manifest["files"].values())
+        # Routing stood still from the barrier to here: that is the stream's stall.
         self.cp_last = {"id": cp_id, "at": time.time(), "duration_s": round(took, 4),
-                        "bytes": size}
+                        "bytes": size, "stall_s": round(took, 4),
+                        "worker_write_s": manifest["figures"]["worker_write_s"],
+                        "state_bytes": size}
         self._checkpoint_history.append(self.cp_last)
         log.info("checkpoint %d: %.1f MB in %.3f s", cp_id, size / 1e6, took)
         self._cp_clock = time.monotonic()
@@ -492,6 +503,7 @@ class Coordinator:
                 self._apply(worker, report)
                 if cp_id == self.cp_waiting:
                     self.cp_files[worker] = files
+                    self.cp_worker_figures[worker] = report.get("checkpoint") or {}
                     self._progress.set()
             elif kind == wire.RESTORED:
                 self._apply(msg[1], msg[2])
@@ -1003,6 +1015,10 @@ class Coordinator:
             "checkpoint": {"taken": self.cp_taken, "last_id": cp["id"] if cp else None,
                            "age_s": round(now - cp["at"], 3) if cp else None,
                            "duration_s": cp["duration_s"] if cp else None,
+                           "stall_s": cp["stall_s"] if cp else None,
+                           "worker_write_s": cp["worker_write_s"] if cp else None,
+                           "bytes": cp["bytes"] if cp else None,
+                           "state_bytes": cp["state_bytes"] if cp else None,
                            "enabled": self.cp_dir is not None},
             "checkpoints": list(self._checkpoint_history),
             "history": [{"t": wall, "records_read": n, "workers": list(w),

@@ -583,7 +583,8 @@ function checkpoints(s) {
   const tbody = document.querySelector("#checkpoints tbody"); tbody.replaceChildren();
   list.slice().reverse().forEach((c) => {
     const tr = el("tr");
-    [c.id, iso(c.at).replace("T", " "), fmt(c.duration_s, 3), fmt(c.bytes / 1e6, 1)]
+    [c.id, iso(c.at).replace("T", " "), fmt(c.duration_s, 3), fmt(c.stall_s, 3),
+     fmt(c.worker_write_s, 3), fmt(c.bytes / 1e6, 1)]
       .forEach((v) => tr.append(el("td", {}, String(v))));
     tbody.append(tr);
   });
