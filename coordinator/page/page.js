@@ -133,11 +133,15 @@ function emptyNote(ctx, box, text) {
 
 // Line chart of series [{name, color, points: [[t, v], ...]}] over time; vertical dashed
 // markers [{t, label}]. Returns the number of points drawn.
-function lineChart(canvas, series, markers, height) {
+// With stacked, series share their times and are drawn as bands one above the other, so
+// equal values (workers with the same load) never hide each other.
+function lineChart(canvas, series, markers, height, stacked) {
   const {ctx, w, h} = setup(canvas, height || 230);
   const box = {l: 52, r: w - 14, t: 12, b: h - 24};
   const pts = series.flatMap((s) => s.points);
-  const y = yAxis(ctx, box, Math.max(0, ...pts.map((p) => p[1])));
+  const tops = stacked && series.length ? series[0].points.map((_, i) =>
+    series.reduce((a, s) => a + ((s.points[i] || [0, 0])[1]), 0)) : [];
+  const y = yAxis(ctx, box, Math.max(0, ...pts.map((p) => p[1]), ...tops));
   if (pts.length < 2) {
     emptyNote(ctx, box, "waiting for data");
     canvas._hover = null;
@@ -154,12 +158,28 @@ function lineChart(canvas, series, markers, height) {
   });
   ctx.setLineDash([]);
   ctx.lineWidth = 1.8; ctx.lineJoin = "round";
-  series.forEach((s) => {
-    if (!s.points.length) return;
-    ctx.strokeStyle = s.color; ctx.beginPath();
-    s.points.forEach(([t, v], i) => (i ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v))));
-    ctx.stroke();
-  });
+  if (stacked) {
+    const below = series.length ? series[0].points.map(() => 0) : [];
+    series.forEach((s) => {
+      if (!s.points.length) return;
+      const above = s.points.map(([, v], i) => below[i] + v);
+      ctx.beginPath();
+      s.points.forEach(([t], i) => (i ? ctx.lineTo(x(t), y(above[i])) : ctx.moveTo(x(t), y(above[i]))));
+      for (let i = s.points.length - 1; i >= 0; i--) ctx.lineTo(x(s.points[i][0]), y(below[i]));
+      ctx.closePath(); ctx.globalAlpha = 0.35; ctx.fillStyle = s.color; ctx.fill();
+      ctx.globalAlpha = 1; ctx.strokeStyle = s.color; ctx.beginPath();
+      s.points.forEach(([t], i) => (i ? ctx.lineTo(x(t), y(above[i])) : ctx.moveTo(x(t), y(above[i]))));
+      ctx.stroke();
+      above.forEach((v, i) => { below[i] = v; });
+    });
+  } else {
+    series.forEach((s) => {
+      if (!s.points.length) return;
+      ctx.strokeStyle = s.color; ctx.beginPath();
+      s.points.forEach(([t, v], i) => (i ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v))));
+      ctx.stroke();
+    });
+  }
   canvas._hover = (mx) => {
     const t = t0 + ((mx - box.l) / (box.r - box.l)) * (t1 - t0);
     const lines = [];
@@ -473,7 +493,7 @@ function sessions(s) {
   if (points.length >= 2) {
     const series = s.workers.map((w, j) => ({name: `worker ${w.worker}`, color: colors[j],
                                              points: points.map(([t, v]) => [t, v[j] || 0])}));
-    n = lineChart(canvas, series, [], 170);
+    n = lineChart(canvas, series, [], 170, true);
     note.textContent = hist.length >= 2 ? "over time" : "over time, since this page was opened";
   } else if (s.state !== "running" && s.workers.every((w) => !w.open_sessions)) {
     n = 0; // a finished run has ended every session: nothing to draw
