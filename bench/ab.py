@@ -1,13 +1,17 @@
 """Before and after: the same workload through two revisions of bspump-cluster, interleaved.
 
     python bench/ab.py --base REV [--events N] [--repeat K] [--workers 1,2]
+    python bench/ab.py --after-extra "$(printf '[pipeline:BenchPipeline:TimeWindowAnalyzer]\n\
+anomaly_history = 10')"
 
 Checks REV out into a scratch worktree (bench/out/ab/base), then runs bench/compare's
 W1 workload (its cached JSON-lines file, its config: checkpoints off, no progress line)
 on the base and on this working tree, round by round and in alternating order, with
 ``PYTHONPATH`` pointing each run at its own tree (same Python, same packages). Prints
 the median events/s of each revision per worker count and the ratio after/before, and
-checks that both revisions wrote the same windows and sessions.
+checks that both revisions wrote the same windows and sessions. Without ``--base`` both
+sides are this tree, and ``--before-extra`` / ``--after-extra`` (config lines added to
+each side's config) say what differs, e.g. a feature off and on.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def checkout(rev: str) -> Path:
     return tree
 
 
-def run_once(tree: Path, data: Path, workers: int, out: Path) -> float:
+def run_once(tree: Path, data: Path, workers: int, out: Path, extra: str = "") -> float:
     """One run of the W1 config from ``tree``; events/s by the run's own clock."""
     if out.exists():
         shutil.rmtree(out)
@@ -52,7 +56,7 @@ def run_once(tree: Path, data: Path, workers: int, out: Path) -> float:
     config = out / "ab.ini"
     config.write_text(CLUSTER_CONFIG.format(
         configs=tree / "configs", lateness=w.allowed_lateness, path=data,
-        resolution=w.resolution, gap=w.session_gap, extra=w.cluster_extra))
+        resolution=w.resolution, gap=w.session_gap, extra=w.cluster_extra + extra + "\n"))
     env = {**os.environ, "PYTHONPATH": str(tree)}
     p = subprocess.run([sys.executable, "-m", "cluster", "run", str(config), "--workers",
                         str(workers), "-o", str(out / "results")], cwd=tree, env=env,
@@ -77,32 +81,36 @@ def results_of(out: Path) -> tuple[list[str], list[str]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--base", required=True, help="the revision to compare against")
+    ap.add_argument("--base", help="the revision to compare against (default: this tree)")
+    ap.add_argument("--before-extra", default="", help="config lines for the 'before' runs")
+    ap.add_argument("--after-extra", default="", help="config lines for the 'after' runs")
     ap.add_argument("--events", type=int, default=W1.events)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", default="1,2")
     args = ap.parse_args()
     data = ensure_data(W1, args.events, Path(sys.executable))
-    base = checkout(args.base)
+    base = checkout(args.base) if args.base else ROOT
     trees = {"before": base, "after": ROOT}
+    extras = {"before": args.before_extra, "after": args.after_extra}
     counts = [int(x) for x in args.workers.split(",")]
     rates: dict[tuple[str, int], list[float]] = {}
     for r in range(args.repeat):
         for n in counts:
             order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
             for name in order:
-                rate = run_once(trees[name], data, n, OUT / f"{name}-{n}w")
+                rate = run_once(trees[name], data, n, OUT / f"{name}-{n}w", extras[name])
                 rates.setdefault((name, n), []).append(rate)
                 print(f"round {r + 1}: {name:<6} {n} worker(s) {rate:>12,.0f} events/s",
                       file=sys.stderr)
             if results_of(OUT / f"before-{n}w") != results_of(OUT / f"after-{n}w"):
                 sys.exit(f"bench/ab: the two revisions wrote different results on {n} workers")
-    rev = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=ROOT,
+    rev = subprocess.run(["git", "rev-parse", "--short", args.base or "HEAD"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout.strip()
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                           capture_output=True, text=True, check=True).stdout.strip()
     print(f"W1, {args.events:,} events, median of {args.repeat} interleaved rounds; "
-          f"before = {rev}, after = {head} + working tree; {machine()}")
+          f"before = {rev} {args.before_extra!r}, after = {head} + working tree "
+          f"{args.after_extra!r}; {machine()}")
     print("| workers | before (events/s) | after (events/s) | after / before |")
     print("|---|---|---|---|")
     for n in counts:

@@ -155,6 +155,7 @@ class Coordinator:
         self.cp_next_id = 1
         self.cp_waiting: int | None = None
         self.cp_files: dict[int, dict[str, Any]] = {}
+        self.cp_worker_figures: dict[int, dict[str, float]] = {}
         self.cp_taken = 0
         self.cp_last: dict[str, Any] | None = None
         self._cp_clock = time.monotonic()
@@ -172,6 +173,8 @@ class Coordinator:
         self._checkpoint_history: deque[dict[str, Any]] = deque(maxlen=50)
         self._warnings: deque[dict[str, Any]] = deque(maxlen=10)
         self._recent_anomalies: deque[dict[str, Any]] = deque(maxlen=50)
+        self.keyed_anomalies: dict[str, int] = {}
+        self._unpublished_anomalies: list[dict[str, Any]] = []
         self.kafka_lag: dict[str, int] = {}
         self._source_down: float | None = None  # since when the source's brokers are silent
         self._progress = asyncio.Event()
@@ -268,6 +271,7 @@ class Coordinator:
         self.restored_failed = c.get("failed", 0)
         self.dead_input = c.get("dead_input", c["dead"] - self.restored_failed)
         own = checkpoint.read_coordinator_state(cp.path)
+        self.keyed_anomalies = dict(own.get("keyed_anomalies") or {})
         for aid, detector in self.anomalies.items():
             saved = (own.get("anomalies") or {}).get(aid)
             if saved is not None:
@@ -287,6 +291,10 @@ class Coordinator:
             log.info("partition %s resumes from checkpoint %d written by %s%s",
                      self.settings.partition, cp.id, m.get("owner", "-"),
                      " (finished)" if m.get("finished") else "")
+
+    def anomaly_counts(self) -> dict[str, int]:
+        """Anomalies found so far, per analyzer (merged windows and keyed detectors)."""
+        return {**{aid: d.found for aid, d in self.anomalies.items()}, **self.keyed_anomalies}
 
     def ledger(self) -> Ledger:
         """Where every record read went so far (see :mod:`coordinator.ledger`)."""
@@ -332,13 +340,21 @@ class Coordinator:
         self.cp_next_id += 1
         folder = checkpoint.create_folder(self.cp_dir, cp_id)
         self.cp_files = {}
+        self.cp_worker_figures = {}
         self.cp_waiting = cp_id
         for w in range(self.workers):
             await transport.send(w, [wire.BARRIER, cp_id, str(folder)])
         # Not stoppable: a stop waits for the checkpoint in progress (and takes its own).
         await self._wait(lambda: len(self.cp_files) == self.workers, stoppable=False)
         self.cp_waiting = None
+        acked = time.monotonic() - began
         manifest = self._manifest(cp_id, folder)
+        size = sum(meta["size"] for meta in manifest["files"].values())
+        manifest["figures"] = {
+            # Every worker writes its whole state at the barrier, standing still meanwhile.
+            "worker_write_s": max((f.get("write_s", 0.0)
+                                   for f in self.cp_worker_figures.values()), default=0.0),
+            "barrier_to_acks_s": round(acked, 6), "bytes_written": size, "state_bytes": size}
         self._check_still_owner()
         checkpoint.write_manifest(folder, manifest)
         self._save_persistent()
@@ -349,9 +365,11 @@ class Coordinator:
             await commit(self.position)
         self.cp_taken += 1
         took = time.monotonic() - began
-        size = sum(meta["size"] for meta in manifest["files"].values())
+        # Routing stood still from the barrier to here: that is the stream's stall.
         self.cp_last = {"id": cp_id, "at": time.time(), "duration_s": round(took, 4),
-                        "bytes": size}
+                        "bytes": size, "stall_s": round(took, 4),
+                        "worker_write_s": manifest["figures"]["worker_write_s"],
+                        "state_bytes": size}
         self._checkpoint_history.append(self.cp_last)
         log.info("checkpoint %d: %.1f MB in %.3f s", cp_id, size / 1e6, took)
         self._cp_clock = time.monotonic()
@@ -361,8 +379,9 @@ class Coordinator:
         """The manifest of checkpoint ``cp_id``: this moment, the workers' files and the
         coordinator's own state (written into ``folder`` now)."""
         own = checkpoint.write_coordinator_state(folder, {
-            "anomalies": {aid: d.state() for aid, d in self.anomalies.items()}}) \
-            if self.anomalies else {}
+            "anomalies": {aid: d.state() for aid, d in self.anomalies.items()},
+            "keyed_anomalies": self.keyed_anomalies}) \
+            if self.anomalies or self.keyed_anomalies else {}
         return {
             "format": checkpoint.FORMAT,
             "id": cp_id,
@@ -487,6 +506,7 @@ class Coordinator:
                 self._apply(worker, report)
                 if cp_id == self.cp_waiting:
                     self.cp_files[worker] = files
+                    self.cp_worker_figures[worker] = report.get("checkpoint") or {}
                     self._progress.set()
             elif kind == wire.RESTORED:
                 self._apply(msg[1], msg[2])
@@ -518,6 +538,12 @@ class Coordinator:
                     out.write({"key": key, "start": number(first), "end": number(last),
                                "events": events})
                 self.sessions_ended += len(ended)
+            found = news.get("anomalies")
+            if found:  # a per-event keyed detector (bspump.anomaly.KeyedAnomalyDetector)
+                for key, t, value, mean, std, score in found:
+                    self._anomaly(aid, {"key": key, "event_time": t, "value": value,
+                                        "mean": mean, "std": std, "score": score})
+                self.keyed_anomalies[aid] = self.keyed_anomalies.get(aid, 0) + len(found)
         for d in report.get("dead") or ():
             self.outputs.dead_letter(d["reason"], d["record"], worker=worker,
                                      processor=d.get("processor"), event_time=d.get("event_time"))
@@ -547,18 +573,27 @@ class Coordinator:
                 if detector is not None:
                     found = detector.check(rows)
                     for anomaly in found:
-                        self.outputs.anomalies(aid).write(row_of(anomaly))
-                    self._recent_anomalies.extend(row_of(a) | {"analyzer": aid} for a in found)
+                        self._anomaly(aid, row_of(anomaly))
         self.outputs.flush()
         self.merged_w = watermark
         self._progress.set()
         return written
 
+    def _anomaly(self, aid: str, row: dict[str, Any]) -> None:
+        """Write an anomaly, keep it for the page, queue it for the sink's topic."""
+        self.outputs.anomalies(aid).write(row)
+        self._recent_anomalies.append({**row, "analyzer": aid})
+        self._unpublished_anomalies.append(row)
+
     async def _publish(self, rows: list[dict[str, Any]]) -> None:
-        """Hand merged window rows to the sink when it publishes them (Kafka)."""
+        """Hand merged window rows and new anomalies to the sink when it publishes them."""
         publish = getattr(self.pipeline.Sink, "publish_windows", None)
         if rows and publish is not None:
             await publish(rows)
+        anomalies, self._unpublished_anomalies = self._unpublished_anomalies, []
+        publish = getattr(self.pipeline.Sink, "publish_anomalies", None)
+        if anomalies and publish is not None:
+            await publish(anomalies)
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -976,7 +1011,7 @@ class Coordinator:
             "ledger": self.ledger().as_dict(),
             "time_jumps": self.intake.jumps.counts(),
             "warnings": list(self._warnings),
-            "anomalies": {aid: d.found for aid, d in self.anomalies.items()},
+            "anomalies": self.anomaly_counts(),
             "recent_anomalies": list(self._recent_anomalies),
             "window_rows": self.window_rows,
             "sessions_ended": self.sessions_ended,
@@ -985,6 +1020,10 @@ class Coordinator:
             "checkpoint": {"taken": self.cp_taken, "last_id": cp["id"] if cp else None,
                            "age_s": round(now - cp["at"], 3) if cp else None,
                            "duration_s": cp["duration_s"] if cp else None,
+                           "stall_s": cp["stall_s"] if cp else None,
+                           "worker_write_s": cp["worker_write_s"] if cp else None,
+                           "bytes": cp["bytes"] if cp else None,
+                           "state_bytes": cp["state_bytes"] if cp else None,
                            "enabled": self.cp_dir is not None},
             "checkpoints": list(self._checkpoint_history),
             "history": [{"t": wall, "records_read": n, "workers": list(w),
@@ -1019,7 +1058,7 @@ class Coordinator:
             "source_position": self.position,
             "ledger": self.ledger().as_dict(),
             "time_jumps": self.intake.jumps.counts(),
-            "anomalies": {aid: d.found for aid, d in self.anomalies.items()},
+            "anomalies": self.anomaly_counts(),
             "result_files": self.outputs.sizes(),
         }
 
