@@ -3,20 +3,23 @@
 Each mutant names a file, an exact snippet of it, the snippet's defective replacement
 and the tests expected to catch it. For each mutant the script:
 
-1. copies the tracked files of this tree (with uncommitted edits) into a scratch folder,
-   once for the whole run, so the caller's tree is never touched;
+1. copies the files git knows of in this tree (tracked with their uncommitted edits, and
+   new ones not ignored) into a scratch folder, once for the whole run, so the caller's
+   tree is never touched;
 2. replaces the snippet there (it must occur exactly once), runs only that mutant's tests
    (``pytest -x -q -p no:cacheprovider``, with a timeout) with the scratch copy first on
    ``PYTHONPATH``, so the cluster's own child processes import the mutant too;
-3. records CAUGHT (the first failing test) or SURVIVED, puts the file back, goes on.
+3. records CAUGHT (the first failing test), SURVIVED, TIMEOUT (its tests hung: counted
+   as caught) or SKIPPED (every test skipped, e.g. no Java for the Kafka broker: not
+   checked), puts the file back, goes on.
 
 Before the mutants, the same tests run once on the unchanged copy (the baseline): a test
 that fails without any defect would otherwise count as a catch.
 
-Exit status 1 when a mutant survived, when a snippet is no longer found exactly once
-(the list must follow the code), when a listed test is not found, or when the baseline
-fails. ``--list`` shows the list; ``--only A,B`` runs those; ``--skip-kafka`` leaves out
-the mutants whose tests start a Kafka broker.
+Exit status 1 when a mutant survived or was not checked, when a snippet is no longer
+found exactly once (the list must follow the code), when a listed test is not found, or
+when the baseline fails. ``--list`` shows the list; ``--only A,B`` runs those;
+``--skip-kafka`` leaves out the mutants whose tests start a Kafka broker.
 
     python bench/mutants.py                 # every mutant (a few minutes)
     python bench/mutants.py --skip-kafka    # without the ~35 s broker test
@@ -164,7 +167,7 @@ class Outcome:
 
     mutant: Mutant
     line: int
-    result: str  # CAUGHT, TIMEOUT, SURVIVED, NOT FOUND, AMBIGUOUS, NO TESTS, BROKEN
+    result: str  # CAUGHT, TIMEOUT, SURVIVED, SKIPPED, NOT FOUND, AMBIGUOUS, NO TESTS, BROKEN
     by: str
     seconds: float
     detail: str = ""  # the first line of the catching test's failure
@@ -203,8 +206,8 @@ def scratch_copy(src: Path) -> Path:
 def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int | None, str]:
     """Run ``tests`` in ``copy``; (pytest exit status or None on timeout, its output)."""
     env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
-    # -x: the first failure is the answer; -rfE prints its id in the summary.
-    argv = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rfE",
+    # -x: the first failure is the answer; -rfEs prints its id (or why all were skipped).
+    argv = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-rfEs",
             *tests]
     # A session of its own, so a timeout kills the whole tree (clusters started by tests).
     proc = subprocess.Popen(argv, cwd=copy, env=env, stdout=subprocess.PIPE,
@@ -226,6 +229,17 @@ def first_failure(output: str) -> tuple[str, str]:
     found = _FAILED.search(output)
     why = re.search(r"^E +(.+)$", output, re.M)  # the first line of the first failure
     return (found.group(1) if found else "?"), (why.group(1) if why else "")
+
+
+def _only_skipped(output: str) -> bool:
+    """Whether pytest's last line says tests were skipped and none passed."""
+    last = output.strip().splitlines()[-1] if output.strip() else ""
+    return "skipped" in last and "passed" not in last
+
+
+def _skip_reason(output: str) -> str:
+    found = re.search(r"^SKIPPED \[\d+\] \S+ (.+)$", output, re.M)
+    return found.group(1) if found else "every test skipped"
 
 
 def check_imports(copy: Path) -> None:
@@ -258,6 +272,8 @@ def mutate(copy: Path, m: Mutant, timeout: float) -> Outcome:
     if status is None:
         return Outcome(m, line, "TIMEOUT", f"(no answer in {timeout:.0f} s)", took)
     if status == 0:
+        if _only_skipped(out):  # no broker here, say: nothing was checked
+            return Outcome(m, line, "SKIPPED", _skip_reason(out), took)
         return Outcome(m, line, "SURVIVED", "", took)
     if status in (1, 2):  # a test failed, or collecting failed (counted: it fails the suite)
         test, detail = first_failure(out)
@@ -318,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"baseline: {len(tests)} test selections, unchanged code, "
                   f"{time.monotonic() - began:.1f} s: "
                   f"{'pass' if status == 0 else 'FAIL'}", flush=True)
+            if status == 0 and _only_skipped(out):
+                print(f"every baseline test was skipped: {_skip_reason(out)}")
+                return 1
             if status != 0:
                 print(out[-3000:])
                 print("the baseline fails: a mutant's catch would mean nothing")
