@@ -320,8 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         for m in chosen:
             line, problem = locate((ROOT / m.file).read_text(), m.original)
             print(f"{m.name:28} {m.file}:{line or '?'}{' ' + problem if problem else ''}")
+            print(f"{'':28}   - {m.original.strip()}".replace("\n", "\n" + " " * 33))
+            print(f"{'':28}   + {m.replacement.strip()}".replace("\n", "\n" + " " * 33))
             for t in m.tests:
-                print(f"{'':28}   {t}")
+                print(f"{'':28}   test: {t}")
         return 0
 
     copy = scratch_copy(ROOT)
