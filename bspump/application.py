@@ -59,6 +59,10 @@ class Application:
         self.Pipelines: dict[str, Pipeline] = {}
         self.Matrices: dict[str, Matrix] = {}
         self.Segments: dict[str, Segment] = {}
+        # Logical name -> how many times its array was replaced by a bigger one.
+        self._generations: dict[str, int] = {}
+        # Logical names whose current segment someone else has been told about.
+        self._announced: set[str] = set()
         self._used_sections: set[str] = set()
 
     @property
@@ -93,7 +97,48 @@ class Application:
             return seg.array
         return np.zeros(shape, dtype=dtype)
 
+    def reallocate(self, name: str, old: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """A zeroed array of ``shape`` in place of ``name``'s, ``old`` copied into its corner.
+
+        On a worker it is a new segment named with the next generation (``<name>.g1``,
+        ``.g2``, ...), so names stay unique within the run. The old segment's name is
+        removed here only if nobody was told about it (:meth:`segment_info`); otherwise
+        the coordinator removes it once it has mapped the new one, because it may still
+        have to map the old one from a report it has not read yet.
+        """
+        if any(n < o for n, o in zip(shape, old.shape, strict=True)):
+            raise ValueError(f"{name}: cannot shrink {old.shape} to {shape}")
+        corner = tuple(slice(0, n) for n in old.shape)
+        run = self.Run
+        if run is None or run.role != ROLE_SHARD:
+            array = np.zeros(shape, dtype=old.dtype)
+            array[corner] = old
+            return array
+        generation = self._generations.get(name, 0) + 1
+        seg = Segment.create(segment_name(run.run_id, f"w{run.worker}", f"{name}.g{generation}"),
+                             shape, old.dtype)
+        seg.array[corner] = old
+        previous = self.Segments[name]
+        if name not in self._announced:
+            previous.unlink()
+        self._announced.discard(name)
+        self._generations[name] = generation
+        self.Segments[name] = seg
+        return seg.array
+
+    def segment_info(self, name: str) -> list[object] | None:
+        """[segment name, shape, dtype] of a shared array, now told to the coordinator."""
+        seg = self.Segments.get(name)
+        if seg is None:
+            return None
+        self._announced.add(name)
+        return [seg.name, list(seg.array.shape), seg.array.dtype.str]
+
     def segment_table(self) -> dict[str, list[object]]:
-        """Logical name -> [segment name, shape, dtype] of every shared array."""
-        return {logical: [seg.name, list(seg.array.shape), seg.array.dtype.str]
-                for logical, seg in self.Segments.items()}
+        """Logical name -> [segment name, shape, dtype] of every shared array (the hello)."""
+        table = {}
+        for logical in self.Segments:
+            info = self.segment_info(logical)
+            assert info is not None
+            table[logical] = info
+        return table

@@ -382,7 +382,8 @@ class KafkaSink(Sink):
     """Produces each event to ``topic``; waits for the brokers' acknowledgement (acks=all).
 
     Runs on every worker. ``key_field`` sets the record key from the event. With
-    ``windows_topic``, the coordinator also produces every merged window row there.
+    ``windows_topic``, the coordinator also produces every merged window row there, and
+    with ``anomalies_topic`` every anomaly it writes to ``*.anomalies.jsonl``.
     Events are sent in batches: when ``batch`` are queued, at least every ``linger_s``
     seconds of event-time ticks, before every checkpoint, and at the end.
     """
@@ -390,6 +391,7 @@ class KafkaSink(Sink):
     ConfigDefaults: dict[str, Any] = {
         "topic": "",
         "windows_topic": "",
+        "anomalies_topic": "",
         "value_format": "json",
         "key_field": "",
         "batch": 5000,
@@ -402,6 +404,7 @@ class KafkaSink(Sink):
         self.connection = connection
         self.topic = str(self.Config["topic"])
         self.windows_topic = str(self.Config["windows_topic"])
+        self.anomalies_topic = str(self.Config["anomalies_topic"])
         self._pending: list[tuple[bytes | None, bytes]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -495,11 +498,18 @@ class KafkaSink(Sink):
 
     async def publish_windows(self, rows: list[dict[str, Any]]) -> None:
         """Coordinator side: produce merged window rows to ``windows_topic``."""
-        if not self.windows_topic or not rows:
+        await self._publish_rows(self.windows_topic, rows)
+
+    async def publish_anomalies(self, rows: list[dict[str, Any]]) -> None:
+        """Coordinator side: produce anomalies to ``anomalies_topic`` (keyed by their key)."""
+        await self._publish_rows(self.anomalies_topic, rows)
+
+    async def _publish_rows(self, topic: str, rows: list[dict[str, Any]]) -> None:
+        if not topic or not rows:
             return
         payload: list[tuple[bytes | None, bytes]] = [
             (str(r["key"]).encode(), self._encode(r)[1]) for r in rows]
-        await self._send(self.windows_topic, payload)
+        await self._send(topic, payload)
 
     def _checkpoint(self, writer: Any) -> None:
         """Every event before the barrier is acknowledged before the checkpoint completes."""

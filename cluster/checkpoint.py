@@ -105,6 +105,33 @@ class ShardWriter:
         return self.files
 
 
+COORDINATOR_STATE = "coordinator.state.msgpack"
+
+
+def write_coordinator_state(folder: Path, state: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """The coordinator's own state (e.g. anomaly history) into a checkpoint folder.
+
+    Returns the file's entry for the manifest's ``files``.
+    """
+    meta = _write(folder / COORDINATOR_STATE, msgpack.packb(state, use_bin_type=True))
+    fsync_dir(folder)
+    return {COORDINATOR_STATE: meta}
+
+
+def read_coordinator_state(folder: Path) -> dict[str, Any]:
+    """What :func:`write_coordinator_state` wrote (empty when the checkpoint has none)."""
+    path = folder / COORDINATOR_STATE
+    try:
+        state = msgpack.unpackb(_read_regular(path), raw=False, strict_map_key=False)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, msgpack.UnpackException) as e:
+        raise CheckpointError(f"{path}: unreadable: {e}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a map")
+    return state
+
+
 class ShardReader:
     """Reads the files one old worker wrote into a (verified) checkpoint."""
 

@@ -132,9 +132,18 @@ def format_status(snap: dict[str, Any], url: str = "") -> list[str]:
                      + (f" + held {_n(ledger['held'])}" if ledger.get("held") else "")
                      + (f" + UNACCOUNTED {_n(ledger['unaccounted'])}"
                         if ledger["unaccounted"] else ""))
+    found = snap.get("anomalies") or {}
+    if found:
+        lines.append("anomalies: " + ", ".join(f"{aid} {_n(n)}"
+                                               for aid, n in sorted(found.items())))
     if cp.get("last_id") is not None:
         lines.append(f"last checkpoint {cp['last_id']}, {human_seconds(cp.get('age_s'))} ago, "
                      f"took {_n(cp.get('duration_s'), 3)} s ({_n(cp.get('taken'))} taken)")
+        if cp.get("stall_s") is not None:
+            lines.append(f"  routing stood still {_n(cp['stall_s'], 3)} s; workers wrote "
+                         f"{_n((cp.get('bytes') or 0) / 1e6, 1)} MB, the slowest in "
+                         f"{_n(cp.get('worker_write_s'), 3)} s; state "
+                         f"{_n((cp.get('state_bytes') or 0) / 1e6, 1)} MB")
     else:
         lines.append("last checkpoint -" + ("" if cp.get("enabled", True)
                                             else " (checkpoints off)"))

@@ -1,61 +1,38 @@
-"""A small GET-only HTTP server in the running event loop (no thread, no framework).
+"""The HTTP server of a coordinator and of a partition-task member: aiohttp, GET only.
 
-The coordinator serves its page and figures with it, a partition-task member its
-figures. ``route(method, path)`` returns the whole response, made with :func:`response`.
+It runs in the caller's event loop and serves a table of paths, each a function that
+returns the body and its content type at the time of the request. Other paths are
+404, other methods 405. aiohttp (the server of BSPump's own framework, ASAB) is
+imported only when a run serves HTTP, so a run without ``[cluster] http`` does not pay
+its import time.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("bspump-cluster.http")
 
-MAX_REQUEST = 16384
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
-Route = Callable[[str, str], bytes]
+# path -> () -> (body, content type)
+Routes = dict[str, Callable[[], tuple[bytes, str]]]
 
 
-def response(status: str, body: bytes, content_type: str) -> bytes:
-    """A complete HTTP/1.1 response that closes the connection."""
-    head = (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
-            "Connection: close\r\n\r\n")
-    return head.encode() + body
+class HttpServer:
+    """A running server: the port it listens on, and how to stop it."""
 
+    def __init__(self, runner: Any, port: int) -> None:
+        self._runner = runner
+        self.port = port
 
-def not_found() -> bytes:
-    """404."""
-    return response("404 Not Found", b"not found\n", "text/plain")
-
-
-async def _handle(route: Route, reader: asyncio.StreamReader,
-                  writer: asyncio.StreamWriter) -> None:
-    try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        if len(head) > MAX_REQUEST:
-            raise ValueError("request too large")
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = request_line.split()
-        if len(parts) != 3:
-            writer.write(response("400 Bad Request", b"bad request\n", "text/plain"))
-        elif parts[0] != "GET":
-            writer.write(response("405 Method Not Allowed", b"GET only\n", "text/plain"))
-        else:
-            writer.write(route(parts[0], parts[1].split("?", 1)[0]))
-        await writer.drain()
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError,
-            ConnectionError):
-        pass
-    except Exception:
-        log.exception("HTTP request failed")
-        writer.write(response("500 Internal Server Error", b"error\n", "text/plain"))
-    finally:
-        writer.close()
+    async def close(self) -> None:
+        """Stop listening and close open connections."""
+        await self._runner.cleanup()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -77,22 +54,28 @@ def is_loopback(host: str) -> bool:
         return False  # another host name: it may resolve to any interface
 
 
-async def serve(route: Route, host: str, port: int,
-                sock: socket.socket | None = None) -> asyncio.Server:
-    """Start serving ``route`` on host:port (or on a socket from :func:`bind`)."""
-    if sock is not None:
-        server = await asyncio.start_server(lambda r, w: _handle(route, r, w), sock=sock,
-                                            limit=MAX_REQUEST)
-    else:
-        server = await asyncio.start_server(lambda r, w: _handle(route, r, w), host, port,
-                                            limit=MAX_REQUEST)
+async def serve(routes: Routes, host: str, port: int,
+                sock: socket.socket | None = None) -> HttpServer:
+    """Serve ``routes`` on host:port (or on a socket from :func:`bind`) in this loop."""
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        make = routes.get(request.path)
+        if make is None:
+            return web.Response(status=404, text="not found\n")
+        body, content_type = make()
+        return web.Response(body=body, headers={"Content-Type": content_type,
+                                                "Cache-Control": "no-store"})
+
+    app = web.Application()
+    app.router.add_route("GET", "/{path:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)
+    await site.start()
+    bound = sock.getsockname()[1] if sock is not None else runner.addresses[0][1]
     if not is_loopback(host):
         # The config opted in (http_public); still say it where the operator looks.
         log.warning("serving the run's figures to the network on %s:%d (http_public = yes): "
-                    "anyone who can reach this host can read them", host, bound_port(server))
-    return server
-
-
-def bound_port(server: asyncio.Server) -> int:
-    """The port a server listens on (the one chosen when port 0 was asked for)."""
-    return int(server.sockets[0].getsockname()[1])
+                    "anyone who can reach this host can read them", host, bound)
+    return HttpServer(runner, int(bound))

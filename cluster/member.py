@@ -323,14 +323,14 @@ class Member:
                 "rebalances": self.rebalances, "tasks_started": self.tasks_started,
                 "partitions": [dict(r) for r in self.rows]}
 
-    def _route(self, method: str, path: str) -> bytes:
-        if path == "/metrics":
-            return httpd.response("200 OK", render_metrics(self.snapshot()).encode(),
-                                  httpd.PROMETHEUS_TEXT)
-        if path == "/api/snapshot":
-            return httpd.response("200 OK", json.dumps(self.snapshot()).encode(),
-                                  "application/json")
-        return httpd.not_found()
+    def routes(self) -> httpd.Routes:
+        """What a member serves: its figures as Prometheus text and as JSON."""
+        return {
+            "/metrics": lambda: (render_metrics(self.snapshot()).encode(),
+                                 httpd.PROMETHEUS_TEXT),
+            "/api/snapshot": lambda: (json.dumps(self.snapshot()).encode(),
+                                      "application/json"),
+        }
 
     # -- the group ---------------------------------------------------------------------------
 
@@ -383,12 +383,12 @@ class Member:
         if self.settings.http is not None:
             host, port = self.settings.http
             try:
-                server = await httpd.serve(self._route, host, port)
+                server = await httpd.serve(self.routes(), host, port)
             except OSError as e:
                 raise StartRefused(f"cannot serve http on {host}:{port} "
                                    f"({self.settings.config.where('cluster', 'http')}): "
                                    f"{e.strerror or e}") from None
-            log.info("member metrics on http://%s:%d/metrics", host, httpd.bound_port(server))
+            log.info("member metrics on http://%s:%d/metrics", host, server.port)
         joining = asyncio.ensure_future(self._join())
         stopping = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait({joining, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -398,7 +398,7 @@ class Member:
             with contextlib.suppress(asyncio.CancelledError):
                 await joining
             if server is not None:
-                server.close()
+                await server.close()
             return 128 + signalled[0] if signalled else exits.FAILED
         consumer = joining.result()
         stop_at_end = bool(self.source.Config["stop_at_end"])
@@ -439,7 +439,7 @@ class Member:
             await self.stop_tasks("stopping")
             await consumer.stop()  # leave the group: the others rebalance at once
             if server is not None:
-                server.close()
+                await server.close()
         return rc
 
 

@@ -4,6 +4,10 @@ Every worker keeps each TimeWindowAnalyzer's windows in a slot-major ring in sha
 memory: row ``slot`` holds one resolution period, column ``i`` the count of the
 worker's ``i``-th key. When a period closes on every worker, the coordinator sums
 that slot over the workers' arrays, by key name, and writes one row per key.
+
+A worker gives the row of a key whose counts have all been read to a new key, and
+moves a full ring to a bigger segment; its reports say so, and are applied before
+the merge that could read the new key's counts or the new segment.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from cluster.outputs import number
+from cluster.shm import Segment
 
 
 def hashable_key(key: Any) -> Any:
@@ -35,17 +40,35 @@ class WindowMerger:
         self.resolution = resolution
         self.keys: list[list[Any]] = [[] for _ in range(workers)]
         self.arrays: list[np.ndarray | None] = [None] * workers
+        self.segments: list[Segment | None] = [None] * workers
         self.pending: dict[int, list[tuple[int, int]]] = {}
 
-    def attach(self, worker: int, array: np.ndarray) -> None:
-        """The worker's window ring, mapped from shared memory."""
+    def attach(self, worker: int, array: np.ndarray, segment: Segment | None = None) -> None:
+        """The worker's window ring, mapped from shared memory (``segment``, if given)."""
         self.arrays[worker] = array
+        self.segments[worker] = segment
 
-    def report(self, worker: int, new_keys: Sequence[Any],
-               closed: Sequence[Sequence[int]]) -> None:
-        """A worker's news: keys it added (in row order) and (period, slot) it closed."""
+    def report(self, worker: int, new_keys: Sequence[Any], closed: Sequence[Sequence[int]],
+               rows: Sequence[Sequence[Any]] = (), segment: Sequence[Any] | None = None) -> None:
+        """A worker's news: keys it added (in row order), rows it gave to other keys
+        (``[row, key]``, in order), (period, slot) it closed, and the segment its ring
+        moved to (``[name, shape, dtype]``).
+
+        The worker leaves its previous segment's name for us to remove: it cannot know
+        when we have mapped the segment it told us about before.
+        """
+        if segment is not None:
+            name, shape, dtype = segment
+            seg = Segment.attach(name, tuple(shape), dtype)
+            previous = self.segments[worker]
+            self.attach(worker, seg.array, seg)
+            if previous is not None and previous.name != seg.name:
+                previous.unlink()
+        keys = self.keys[worker]
         if new_keys:
-            self.keys[worker].extend(hashable_key(k) for k in new_keys)
+            keys.extend(hashable_key(k) for k in new_keys)
+        for row, key in rows:
+            keys[int(row)] = hashable_key(key)
         for period, slot in closed:
             self.pending.setdefault(int(period), []).append((worker, int(slot)))
 

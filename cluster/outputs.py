@@ -208,6 +208,10 @@ def load_npy(path: Path) -> np.ndarray:
     return result
 
 
+# The per-analyzer result files: <pipeline>.<analyzer>.<kind>.jsonl
+RESULT_KINDS = ("windows", "sessions", "anomalies")
+
+
 class RunOutputs:
     """The coordinator's result files for one pipeline run."""
 
@@ -217,8 +221,7 @@ class RunOutputs:
         self.mode = mode
         self.dead_letters = JsonLinesWriter(output_dir / "dead-letters.jsonl", mode)
         self.late_events = JsonLinesWriter(output_dir / "late-events.jsonl", mode)
-        self._windows: dict[str, JsonLinesWriter] = {}
-        self._sessions: dict[str, JsonLinesWriter] = {}
+        self._per_analyzer: dict[tuple[str, str], JsonLinesWriter] = {}
 
     def dead_letter(self, reason: str, record: Any, **where: Any) -> None:
         """Keep a record that could not be processed, with the reason."""
@@ -231,25 +234,28 @@ class RunOutputs:
         self.late_events.write({"event_time": event_time, "watermark": number(watermark),
                                 "record": record})
 
+    def of(self, analyzer_id: str, kind: str) -> JsonLinesWriter:
+        """``<pipeline>.<analyzer>.<kind>.jsonl``: one analyzer's rows of one kind."""
+        w = self._per_analyzer.get((analyzer_id, kind))
+        if w is None:
+            w = self._per_analyzer[(analyzer_id, kind)] = JsonLinesWriter(
+                self.dir / f"{self.pipeline_id}.{analyzer_id}.{kind}.jsonl", self.mode)
+        return w
+
     def windows(self, analyzer_id: str) -> JsonLinesWriter:
         """The window rows of one TimeWindowAnalyzer."""
-        w = self._windows.get(analyzer_id)
-        if w is None:
-            w = self._windows[analyzer_id] = JsonLinesWriter(
-                self.dir / f"{self.pipeline_id}.{analyzer_id}.windows.jsonl", self.mode)
-        return w
+        return self.of(analyzer_id, "windows")
 
     def sessions(self, analyzer_id: str) -> JsonLinesWriter:
         """The ended sessions of one SessionAnalyzer."""
-        w = self._sessions.get(analyzer_id)
-        if w is None:
-            w = self._sessions[analyzer_id] = JsonLinesWriter(
-                self.dir / f"{self.pipeline_id}.{analyzer_id}.sessions.jsonl", self.mode)
-        return w
+        return self.of(analyzer_id, "sessions")
+
+    def anomalies(self, analyzer_id: str) -> JsonLinesWriter:
+        """The anomalies found on one TimeWindowAnalyzer's merged windows."""
+        return self.of(analyzer_id, "anomalies")
 
     def _all(self) -> list[JsonLinesWriter]:
-        return [self.dead_letters, self.late_events, *self._windows.values(),
-                *self._sessions.values()]
+        return [self.dead_letters, self.late_events, *self._per_analyzer.values()]
 
     def flush(self) -> None:
         """Flush every open file."""
@@ -258,8 +264,8 @@ class RunOutputs:
 
     def result_files(self) -> list[Path]:
         """Every JSON-lines result file of this pipeline that exists now."""
-        found = [*self.dir.glob(f"{self.pipeline_id}.*.windows.jsonl"),
-                 *self.dir.glob(f"{self.pipeline_id}.*.sessions.jsonl"),
+        found = [*(p for kind in RESULT_KINDS
+                   for p in self.dir.glob(f"{self.pipeline_id}.*.{kind}.jsonl")),
                  self.dir / "dead-letters.jsonl", self.dir / "late-events.jsonl"]
         return [p for p in found if p.exists() or p.is_symlink()]
 

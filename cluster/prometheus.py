@@ -1,57 +1,53 @@
-"""The Prometheus text exposition format, written by hand (no client library at run time).
+"""Metrics in the Prometheus text format, through ``prometheus_client``.
 
-Names follow Prometheus conventions: a ``bspump_cluster_`` prefix, ``_total`` for
-counters, base units (seconds).
+The figures of a run live in its snapshot (one dict); :class:`Exposition` turns
+families of samples read from it into a registry of prometheus_client metric families
+and its standard text (:func:`prometheus_client.generate_latest`). Names follow
+Prometheus conventions: a ``bspump_cluster_`` prefix, ``_total`` on counters, base
+units (seconds). ``None`` is exposed as NaN.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 PREFIX = "bspump_cluster_"
-
-
-def _escape(value: Any) -> str:
-    """A label value: backslash, double quote and newline escaped."""
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(text: str) -> str:
-    """A HELP text: backslash and newline escaped."""
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _labels(labels: dict[str, Any]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def _number(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "NaN"
-    if isinstance(value, float) and math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value)) if isinstance(value, float) else str(int(value))
 
 
 class Exposition:
     """Metric families in order; every sample carries the ``base`` labels."""
 
     def __init__(self, **base: Any) -> None:
-        self.lines: list[str] = []
-        self.base = base
+        self.base = {k: str(v) for k, v in base.items()}
+        self.families: list[Any] = []
 
     def metric(self, name: str, kind: str, help_text: str,
                samples: list[tuple[dict[str, Any], float | None]]) -> None:
-        """One metric family: HELP, TYPE and its samples (None is written as NaN)."""
-        full = PREFIX + name
-        self.lines.append(f"# HELP {full} {_escape_help(help_text)}")
-        self.lines.append(f"# TYPE {full} {kind}")
+        """One metric family (``counter`` or ``gauge``) and its samples."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        names = sorted({*self.base, *(k for labels, _ in samples for k in labels)})
+        family_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+        family = family_type(PREFIX + name, help_text, labels=names)
         for labels, value in samples:
-            self.lines.append(f"{full}{_labels({**self.base, **labels})} {_number(value)}")
+            values = {**self.base, **{k: str(v) for k, v in labels.items()}}
+            number = math.nan if value is None else float(value)
+            family.add_metric([values.get(k, "") for k in names], number)
+        self.families.append(family)
 
     def text(self) -> str:
         """The whole exposition."""
-        return "\n".join(self.lines) + "\n"
+        from prometheus_client import generate_latest
+        from prometheus_client.registry import Collector, CollectorRegistry
+
+        families = self.families
+
+        class _Snapshot(Collector):
+            def collect(self) -> Iterator[Any]:
+                yield from families
+
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Snapshot())
+        return generate_latest(registry).decode("utf-8")

@@ -26,6 +26,12 @@ Up (every worker to the coordinator, one shared channel):
 - ``[HEARTBEAT, worker, events]``: alive (sent after a second without another message);
   a worker silent for ``worker_timeout`` is taken for stopped or wedged
 
+A ``report`` maps ``"analyzers"`` to each analyzer's news; a TimeWindowAnalyzer's is
+``{"keys": [...], "closed": [[period, slot], ...]}`` with, when they happened,
+``"rows": [[row, key], ...]`` (rows given to new keys, in order) and ``"segment":
+[name, shape, dtype]`` (the ring moved to a bigger segment; the coordinator maps it
+and removes the previous name). The coordinator applies a report before it merges.
+
 Nothing is pickled: a crafted message cannot run code.
 """
 

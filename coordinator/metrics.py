@@ -51,6 +51,11 @@ def render(snap: dict[str, Any]) -> str:
         t.metric("records_in_flight", "gauge",
                  "Records routed to a worker and not yet reported back as processed.",
                  [({}, ledger["in_flight"])])
+    found = snap.get("anomalies") or {}
+    if found:
+        t.metric("anomalies_total", "counter",
+                 "Anomalies found, per analyzer (merged windows or a keyed detector).",
+                 [({"analyzer": aid}, n) for aid, n in sorted(found.items())])
     t.metric("dead_letters_total", "counter", "Lines in dead-letters.jsonl.",
              [({}, snap["dead_letters"])])
     t.metric("late_events_total", "counter", "Events behind the watermark (late-events.jsonl).",
@@ -69,6 +74,16 @@ def render(snap: dict[str, Any]) -> str:
              [({}, cp["age_s"])])
     t.metric("last_checkpoint_duration_seconds", "gauge", "How long the newest checkpoint took.",
              [({}, cp["duration_s"])])
+    t.metric("last_checkpoint_stall_seconds", "gauge",
+             "How long routing stood still for the newest checkpoint (barrier to resume).",
+             [({}, cp.get("stall_s"))])
+    t.metric("last_checkpoint_worker_write_seconds", "gauge",
+             "The longest a worker stood still writing its state for the newest checkpoint.",
+             [({}, cp.get("worker_write_s"))])
+    t.metric("last_checkpoint_bytes", "gauge", "Bytes the newest checkpoint wrote.",
+             [({}, cp.get("bytes"))])
+    t.metric("state_bytes", "gauge", "Bytes of the whole state at the newest checkpoint.",
+             [({}, cp.get("state_bytes"))])
     t.metric("worker_restarts_total", "counter",
              "Times the run was restarted from a checkpoint after a process died.",
              [({}, snap["restarts"])])

@@ -45,8 +45,9 @@ from cluster.intake import Intake, IntakeResult
 from cluster.layout import Layout
 from cluster.logs import MEMBER_ENV, text_prefix
 from cluster.merge import WindowMerger
-from cluster.outputs import RunOutputs, number, save_npy
+from cluster.outputs import RESULT_KINDS, RunOutputs, number, save_npy
 from cluster.shm import Segment
+from coordinator.anomalies import WindowAnomalies, row_of
 from coordinator.ledger import Ledger
 from coordinator.transport import Transport
 
@@ -119,6 +120,10 @@ class Coordinator:
         self.outputs = RunOutputs(settings.output_dir, self.pipeline.Id, settings.file_mode)
         self.mergers = {p.Id: WindowMerger(p.Id, p.resolution, workers)
                         for p in self.pipeline.Processors if isinstance(p, TimeWindowAnalyzer)}
+        self.anomalies = {p.Id: WindowAnomalies(p.Id, p.resolution, p.anomaly_history,
+                                                p.anomaly_threshold)
+                          for p in self.pipeline.Processors
+                          if isinstance(p, TimeWindowAnalyzer) and p.anomaly_history}
         self.shard_matrices: dict[str, list[np.ndarray | None]] = {
             mid: [None] * workers for mid in self.app.Matrices}
         self._segments: list[Segment] = []
@@ -147,6 +152,7 @@ class Coordinator:
         self.cp_next_id = 1
         self.cp_waiting: int | None = None
         self.cp_files: dict[int, dict[str, Any]] = {}
+        self.cp_worker_figures: dict[int, dict[str, float]] = {}
         self.cp_taken = 0
         self.cp_last: dict[str, Any] | None = None
         self._cp_clock = time.monotonic()
@@ -163,6 +169,9 @@ class Coordinator:
             aid: deque(maxlen=WINDOW_HISTORY) for aid in self.mergers}
         self._checkpoint_history: deque[dict[str, Any]] = deque(maxlen=50)
         self._warnings: deque[dict[str, Any]] = deque(maxlen=10)
+        self._recent_anomalies: deque[dict[str, Any]] = deque(maxlen=50)
+        self.keyed_anomalies: dict[str, int] = {}
+        self._unpublished_anomalies: list[dict[str, Any]] = []
         self.kafka_lag: dict[str, int] = {}
         self._source_down: float | None = None  # since when the source's brokers are silent
         self._progress = asyncio.Event()
@@ -181,7 +190,7 @@ class Coordinator:
         out = self.settings.output_dir
         out.mkdir(parents=True, exist_ok=True)
         pid = self.pipeline.Id
-        stale = [*out.glob(f"{pid}.*.windows.jsonl"), *out.glob(f"{pid}.*.sessions.jsonl"),
+        stale = [*(p for kind in RESULT_KINDS for p in out.glob(f"{pid}.*.{kind}.jsonl")),
                  out / "dead-letters.jsonl", out / "late-events.jsonl", out / "summary.json",
                  *(out / f"{mid}.npy" for mid in self.app.Matrices)]
         for path in stale:
@@ -213,13 +222,15 @@ class Coordinator:
     def _attach(self, worker: int, table: dict[str, list[Any]]) -> None:
         for logical, (name, shape, dtype) in table.items():
             seg = Segment.attach(name, tuple(shape), dtype)
-            self._segments.append(seg)
             if logical.startswith("m.") and logical[2:] in self.shard_matrices:
                 self.shard_matrices[logical[2:]][worker] = seg.array
             elif logical.endswith(".windows"):
                 aid = logical[len(self.pipeline.Id) + 1: -len(".windows")]
                 if aid in self.mergers:
-                    self.mergers[aid].attach(worker, seg.array)
+                    # The merger keeps it: a ring that grows replaces it (WindowMerger.report).
+                    self.mergers[aid].attach(worker, seg.array, seg)
+                    continue
+            self._segments.append(seg)
 
     # -- checkpoints ---------------------------------------------------------------------
 
@@ -256,6 +267,12 @@ class Coordinator:
         self.restored_routed = c.get("routed", c["events_processed"])
         self.restored_failed = c.get("failed", 0)
         self.dead_input = c.get("dead_input", c["dead"] - self.restored_failed)
+        own = checkpoint.read_coordinator_state(cp.path)
+        self.keyed_anomalies = dict(own.get("keyed_anomalies") or {})
+        for aid, detector in self.anomalies.items():
+            saved = (own.get("anomalies") or {}).get(aid)
+            if saved is not None:
+                detector.set_state(saved)
         self.position = m["position"]
         if self.position is not None:
             assert self.pipeline.Source is not None
@@ -271,6 +288,10 @@ class Coordinator:
             log.info("partition %s resumes from checkpoint %d written by %s%s",
                      self.settings.partition, cp.id, m.get("owner", "-"),
                      " (finished)" if m.get("finished") else "")
+
+    def anomaly_counts(self) -> dict[str, int]:
+        """Anomalies found so far, per analyzer (merged windows and keyed detectors)."""
+        return {**{aid: d.found for aid, d in self.anomalies.items()}, **self.keyed_anomalies}
 
     def ledger(self) -> Ledger:
         """Where every record read went so far (see :mod:`coordinator.ledger`)."""
@@ -316,13 +337,21 @@ class Coordinator:
         self.cp_next_id += 1
         folder = checkpoint.create_folder(self.cp_dir, cp_id)
         self.cp_files = {}
+        self.cp_worker_figures = {}
         self.cp_waiting = cp_id
         for w in range(self.workers):
             await transport.send(w, [wire.BARRIER, cp_id, str(folder)])
         # Not stoppable: a stop waits for the checkpoint in progress (and takes its own).
         await self._wait(lambda: len(self.cp_files) == self.workers, stoppable=False)
         self.cp_waiting = None
-        manifest = self._manifest(cp_id)
+        acked = time.monotonic() - began
+        manifest = self._manifest(cp_id, folder)
+        size = sum(meta["size"] for meta in manifest["files"].values())
+        manifest["figures"] = {
+            # Every worker writes its whole state at the barrier, standing still meanwhile.
+            "worker_write_s": max((f.get("write_s", 0.0)
+                                   for f in self.cp_worker_figures.values()), default=0.0),
+            "barrier_to_acks_s": round(acked, 6), "bytes_written": size, "state_bytes": size}
         self._check_still_owner()
         checkpoint.write_manifest(folder, manifest)
         self._save_persistent()
@@ -333,16 +362,23 @@ class Coordinator:
             await commit(self.position)
         self.cp_taken += 1
         took = time.monotonic() - began
-        size = sum(meta["size"] for meta in manifest["files"].values())
+        # Routing stood still from the barrier to here: that is the stream's stall.
         self.cp_last = {"id": cp_id, "at": time.time(), "duration_s": round(took, 4),
-                        "bytes": size}
+                        "bytes": size, "stall_s": round(took, 4),
+                        "worker_write_s": manifest["figures"]["worker_write_s"],
+                        "state_bytes": size}
         self._checkpoint_history.append(self.cp_last)
         log.info("checkpoint %d: %.1f MB in %.3f s", cp_id, size / 1e6, took)
         self._cp_clock = time.monotonic()
         self._cp_records = self.records_read
 
-    def _manifest(self, cp_id: int, finished: bool = False) -> dict[str, Any]:
-        """The manifest of checkpoint ``cp_id``: this moment and the workers' files."""
+    def _manifest(self, cp_id: int, folder: Path, finished: bool = False) -> dict[str, Any]:
+        """The manifest of checkpoint ``cp_id``: this moment, the workers' files and the
+        coordinator's own state (written into ``folder`` now)."""
+        own = checkpoint.write_coordinator_state(folder, {
+            "anomalies": {aid: d.state() for aid, d in self.anomalies.items()},
+            "keyed_anomalies": self.keyed_anomalies}) \
+            if self.anomalies or self.keyed_anomalies else {}
         return {
             "format": checkpoint.FORMAT,
             "id": cp_id,
@@ -360,8 +396,8 @@ class Coordinator:
                          "failed": self.restored_failed + sum(self.failed),
                          "dead_input": self.dead_input},
             "outputs": self.outputs.lengths(),
-            "files": {name: meta for files in self.cp_files.values()
-                      for name, meta in files.items()},
+            "files": {**{name: meta for files in self.cp_files.values()
+                         for name, meta in files.items()}, **own},
             "partition": self.settings.partition,
             "owner": os.environ.get(MEMBER_ENV) or socket.gethostname(),
             "finished": finished,
@@ -393,7 +429,7 @@ class Coordinator:
         assert self.cp_dir is not None
         cp_id = self.cp_next_id
         self.cp_next_id += 1
-        checkpoint.write_manifest(folder, self._manifest(cp_id, finished=True))
+        checkpoint.write_manifest(folder, self._manifest(cp_id, folder, finished=True))
         checkpoint.prune(self.cp_dir, self.settings.checkpoints_kept, cp_id)
         log.info("partition %s finished at %s (checkpoint %d)", self.settings.partition,
                  json.dumps(self.position), cp_id)
@@ -410,7 +446,7 @@ class Coordinator:
             raise StartRefused(f"cannot serve http on {host}:{port} ({where}): "
                                f"{e.strerror or e}") from None
 
-    async def _start_http(self) -> asyncio.Server | None:
+    async def _start_http(self) -> httpd.HttpServer | None:
         """Serve /metrics, /api/snapshot and the live page when ``[cluster] http`` is set."""
         if not self.settings.http:
             return None
@@ -418,7 +454,7 @@ class Coordinator:
 
         host, port = self.settings.http
         server = await web.serve(self, host, port, self._http_socket)
-        log.info("metrics and live page on http://%s:%d/", host, httpd.bound_port(server))
+        log.info("metrics and live page on http://%s:%d/", host, server.port)
         return server
 
     def _write_report(self) -> None:
@@ -467,6 +503,7 @@ class Coordinator:
                 self._apply(worker, report)
                 if cp_id == self.cp_waiting:
                     self.cp_files[worker] = files
+                    self.cp_worker_figures[worker] = report.get("checkpoint") or {}
                     self._progress.set()
             elif kind == wire.RESTORED:
                 self._apply(msg[1], msg[2])
@@ -489,7 +526,8 @@ class Coordinator:
         for aid, news in (report.get("analyzers") or {}).items():
             merger = self.mergers.get(aid)
             if merger is not None:
-                merger.report(worker, news.get("keys", ()), news.get("closed", ()))
+                merger.report(worker, news.get("keys", ()), news.get("closed", ()),
+                              news.get("rows", ()), news.get("segment"))
             ended = news.get("ended")
             if ended:
                 out = self.outputs.sessions(aid)
@@ -497,6 +535,12 @@ class Coordinator:
                     out.write({"key": key, "start": number(first), "end": number(last),
                                "events": events})
                 self.sessions_ended += len(ended)
+            found = news.get("anomalies")
+            if found:  # a per-event keyed detector (bspump.anomaly.KeyedAnomalyDetector)
+                for key, t, value, mean, std, score in found:
+                    self._anomaly(aid, {"key": key, "event_time": t, "value": value,
+                                        "mean": mean, "std": std, "score": score})
+                self.keyed_anomalies[aid] = self.keyed_anomalies.get(aid, 0) + len(found)
         for d in report.get("dead") or ():
             self.outputs.dead_letter(d["reason"], d["record"], worker=worker,
                                      processor=d.get("processor"), event_time=d.get("event_time"))
@@ -522,16 +566,31 @@ class Coordinator:
                 self.window_rows += len(rows)
                 written.extend({"analyzer": aid, **row} for row in rows)
                 self._remember_windows(aid, rows)
+                detector = self.anomalies.get(aid)
+                if detector is not None:
+                    found = detector.check(rows)
+                    for anomaly in found:
+                        self._anomaly(aid, row_of(anomaly))
         self.outputs.flush()
         self.merged_w = watermark
         self._progress.set()
         return written
 
+    def _anomaly(self, aid: str, row: dict[str, Any]) -> None:
+        """Write an anomaly, keep it for the page, queue it for the sink's topic."""
+        self.outputs.anomalies(aid).write(row)
+        self._recent_anomalies.append({**row, "analyzer": aid})
+        self._unpublished_anomalies.append(row)
+
     async def _publish(self, rows: list[dict[str, Any]]) -> None:
-        """Hand merged window rows to the sink when it publishes them (Kafka)."""
+        """Hand merged window rows and new anomalies to the sink when it publishes them."""
         publish = getattr(self.pipeline.Sink, "publish_windows", None)
         if rows and publish is not None:
             await publish(rows)
+        anomalies, self._unpublished_anomalies = self._unpublished_anomalies, []
+        publish = getattr(self.pipeline.Sink, "publish_anomalies", None)
+        if anomalies and publish is not None:
+            await publish(anomalies)
 
     # -- sending -----------------------------------------------------------------------------------
 
@@ -727,7 +786,7 @@ class Coordinator:
                     rc = exits.LEDGER
             self.state = {exits.OK: "finished", exits.STOPPED: "stopped"}.get(rc, "failed")
             if server is not None:
-                server.close()
+                await server.close()
         if rc == exits.OK:
             self._write_report()
         self._summary(rc)
@@ -947,6 +1006,8 @@ class Coordinator:
             "ledger": self.ledger().as_dict(),
             "time_jumps": self.intake.jumps.counts(),
             "warnings": list(self._warnings),
+            "anomalies": self.anomaly_counts(),
+            "recent_anomalies": list(self._recent_anomalies),
             "window_rows": self.window_rows,
             "sessions_ended": self.sessions_ended,
             "restarts": self.restarts,
@@ -954,6 +1015,10 @@ class Coordinator:
             "checkpoint": {"taken": self.cp_taken, "last_id": cp["id"] if cp else None,
                            "age_s": round(now - cp["at"], 3) if cp else None,
                            "duration_s": cp["duration_s"] if cp else None,
+                           "stall_s": cp["stall_s"] if cp else None,
+                           "worker_write_s": cp["worker_write_s"] if cp else None,
+                           "bytes": cp["bytes"] if cp else None,
+                           "state_bytes": cp["state_bytes"] if cp else None,
                            "enabled": self.cp_dir is not None},
             "checkpoints": list(self._checkpoint_history),
             "history": [{"t": wall, "records_read": n, "workers": list(w),
@@ -988,6 +1053,7 @@ class Coordinator:
             "source_position": self.position,
             "ledger": self.ledger().as_dict(),
             "time_jumps": self.intake.jumps.counts(),
+            "anomalies": self.anomaly_counts(),
             "result_files": self.outputs.sizes(),
         }
 

@@ -1,6 +1,6 @@
 """The coordinator's small HTTP server: ``/metrics``, ``/api/snapshot`` and the live page.
 
-It runs in the coordinator's event loop (no thread, no framework), answers GET only,
+It runs in the coordinator's event loop (aiohttp, see :mod:`cluster.httpd`), answers GET only,
 and listens where ``[cluster] http`` says (loopback unless the config names another
 address). The page and its assets ship in ``coordinator/page/``: nothing is fetched
 from the internet. At the end of a finite run the same page, with the final snapshot
@@ -9,7 +9,6 @@ embedded, is written as ``<output_dir>/report.html``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 from pathlib import Path
@@ -49,22 +48,18 @@ def write_report(snapshot: dict[str, Any], path: Path, mode: int = FILE_MODE) ->
     atomic_write_bytes(path, page(snapshot).encode("utf-8"), mode)
 
 
-def _route(coord: Coordinator, method: str, path: str) -> bytes:
-    if path == "/metrics":
-        return httpd.response("200 OK", metrics.render(coord.snapshot()).encode(),
-                              httpd.PROMETHEUS_TEXT)
-    if path == "/api/snapshot":
-        return httpd.response("200 OK", json.dumps(coord.snapshot()).encode(),
-                              "application/json")
-    if path in ("/", "/index.html"):
-        return httpd.response("200 OK", page().encode(), _TYPES[".html"])
-    if path == "/favicon.ico":
-        return httpd.response("204 No Content", b"", "image/x-icon")
-    return httpd.not_found()
+def routes(coord: Coordinator) -> httpd.Routes:
+    """What the coordinator serves: /metrics, /api/snapshot and the live page."""
+    return {
+        "/metrics": lambda: (metrics.render(coord.snapshot()).encode(), httpd.PROMETHEUS_TEXT),
+        "/api/snapshot": lambda: (json.dumps(coord.snapshot()).encode(), "application/json"),
+        "/": lambda: (page().encode(), _TYPES[".html"]),
+        "/index.html": lambda: (page().encode(), _TYPES[".html"]),
+        "/favicon.ico": lambda: (b"", "image/x-icon"),
+    }
 
 
 async def serve(coord: Coordinator, host: str, port: int,
-                sock: socket.socket | None = None) -> asyncio.Server:
+                sock: socket.socket | None = None) -> httpd.HttpServer:
     """Start serving in the running event loop (on ``sock`` when already bound)."""
-    return await httpd.serve(lambda method, path: _route(coord, method, path), host, port,
-                             sock)
+    return await httpd.serve(routes(coord), host, port, sock)

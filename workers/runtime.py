@@ -94,8 +94,13 @@ class ShardRuntime:
             return [wire.DONE, self.worker, seq, self._report(), files]
         if kind == wire.BARRIER:
             cp_id, folder = msg[1], msg[2]
-            return [wire.CHECKPOINTED, self.worker, cp_id, self._write_state(folder),
-                    self._report()]
+            began = time.perf_counter()
+            files = self._write_state(folder)
+            report = self._report()
+            # How long this worker stood still writing its state, and how much it wrote.
+            report["checkpoint"] = {"write_s": round(time.perf_counter() - began, 6),
+                                    "bytes": sum(f["size"] for f in files.values())}
+            return [wire.CHECKPOINTED, self.worker, cp_id, files, report]
         if kind == wire.RESTORE:
             folder, old_workers = Path(msg[1]), int(msg[2])
             readers = [ShardReader(folder, w) for w in range(old_workers)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bspump.processor import Analyzer, RestoreInfo
+from cluster.errors import CheckpointError, RecordError
 
 if TYPE_CHECKING:
     from bspump.application import Application, RunInfo
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 # How many empty resolution periods on_tick is called for in one watermark jump;
 # beyond this a gap in the data skips straight to the periods that have data.
 MAX_TICKS_PER_JUMP = 100_000
+
+log = logging.getLogger("bspump-cluster.timewindow")
 
 
 class TimeWindowAnalyzer(Analyzer):
@@ -31,6 +35,11 @@ class TimeWindowAnalyzer(Analyzer):
     worker, then writes one merged row per key. With ``count_field`` set, every
     event is counted under the value of that field before ``evaluate`` runs.
 
+    ``max_keys`` is only the first width of the ring: the row of a key whose counts
+    the coordinator has all read is given to the next new key, and a ring with no
+    free row grows to twice its width. ``key_limit`` (0: none) caps the width; a
+    record whose new key finds no row then goes to the dead letters.
+
     A subclass overrides ``evaluate(context, event)`` and ``on_tick(tick)``;
     ``tick`` is the end (epoch seconds) of the period that just closed.
     """
@@ -40,8 +49,14 @@ class TimeWindowAnalyzer(Analyzer):
         "resolution": 60.0,
         "count_field": "",
         "max_keys": 1 << 16,
+        "key_limit": 0,
+        # Anomalies on the merged windows (checked by the coordinator): 0 = off.
+        "anomaly_history": 0,
+        "anomaly_threshold": 3.0,
     }
-    _FRAMEWORK_ATTRS = frozenset({"window_size", "resolution", "max_keys", "count_field"})
+    _FRAMEWORK_ATTRS = frozenset({"window_size", "resolution", "max_keys", "count_field",
+                                  "key_limit", "keys_refused", "anomaly_history",
+                                  "anomaly_threshold"})
 
     def __init__(self, app: Application, pipeline: Pipeline, id: str | None = None,
                  config: Mapping[str, Any] | None = None, window_size: float = 3600,
@@ -57,17 +72,41 @@ class TimeWindowAnalyzer(Analyzer):
         self.max_keys = int(self.setting("max_keys", max_keys or self.Config["max_keys"]))
         if self.max_keys < 1:
             raise self.config_error("max_keys", "must be at least 1")
+        self.key_limit = int(self.Config["key_limit"])
+        if self.key_limit and self.key_limit < self.max_keys:
+            raise self.config_error("key_limit", f"must be 0 (no limit) or at least max_keys "
+                                    f"({self.max_keys}), got {self.key_limit}")
         field = self.Config["count_field"]
         self.count_field: str | None = field or None
+        self.keys_refused = 0  # records not counted because key_limit was reached
+        self.anomaly_history = int(self.Config["anomaly_history"])
+        self.anomaly_threshold = float(self.Config["anomaly_threshold"])
+        if self.anomaly_history < 0 or self.anomaly_history == 1:
+            raise self.config_error("anomaly_history", "must be 0 (off) or at least 2 periods, "
+                                    f"got {self.anomaly_history}")
+        if not self.anomaly_threshold > 0:
+            raise self.config_error("anomaly_threshold",
+                                    f"must be positive, got {self.anomaly_threshold}")
         self._keys: dict[Any, int] = {}
-        self._key_list: list[Any] = []
+        self._key_list: list[Any] = []  # row -> key; None for a free row
+        self._free: list[int] = []  # rows to give to new keys, the lowest last
+        self._row_free = np.zeros(0, dtype=bool)
         self._reported_keys = 0
+        self._reused: list[list[Any]] = []  # [row, key] given out since the last report
+        self._grown = False  # the ring moved to a new segment since the last report
         self._ring: np.ndarray | None = None
         self._slot_period: list[int] = []
         self._slot_closed: list[bool] = []
+        self._closed_at: list[float] = []  # the watermark that closed each slot
         self._closed: list[list[int]] = []
         self._code_rows: dict[str, np.ndarray] = {}
         self._next_tick: float | None = None
+        self._watermark = -math.inf
+        # How far the coordinator's merge may trail this worker's watermark (flow control
+        # keeps it within max_lag, and ring_span is max_lag plus lateness and two ticks).
+        self._merge_lag = 0.0
+        self._ticking = False
+        self._warned = False
 
     # -- the user API ----------------------------------------------------------------------
 
@@ -86,6 +125,11 @@ class TimeWindowAnalyzer(Analyzer):
         row = self._keys.get(key)
         if row is None:
             row = self._add_key(key)
+            if row < 0:
+                self._refuse(1)
+                raise RecordError(self._refusal(key))
+            ring = self._ring  # a new key may have grown the ring
+            assert ring is not None
         ring[slot, row] += value
 
     def process(self, context: dict[str, Any], event: Any) -> Any:
@@ -103,13 +147,35 @@ class TimeWindowAnalyzer(Analyzer):
 
         ``keys`` are values, or integer codes of ``prefix + str(code)`` keys. Per period
         in the batch, one ``np.bincount`` over key rows adds into the shared-memory ring.
+        Events whose new key finds no row (``key_limit``) go to the dead letters.
         """
+        refused = self._count_batch(keys, times, prefix, values)
+        if len(refused):
+            error = RecordError(self._refusal(None))
+            for i in refused.tolist():
+                key = keys[i].item() if prefix is None else prefix + str(int(keys[i]))
+                self.Pipeline._dead_letter(self.count_batch, {"key": key,
+                                           "event_time": float(times[i])}, error)
+
+    def _count_batch(self, keys: np.ndarray, times: np.ndarray, prefix: str | None,
+                     values: np.ndarray | None) -> np.ndarray:
+        """Count a column; return the indices of the events it could not place."""
+        nothing = np.zeros(0, dtype=np.int64)
         if len(keys) == 0:
-            return
+            return nothing
         if self._ring is None:
             self._allocate(None)
         assert self._ring is not None
         rows = self._rows_of_column(keys, prefix)
+        refused = nothing
+        if rows.min() < 0:
+            refused = np.flatnonzero(rows < 0)
+            self._refuse(len(refused))
+            placed = rows >= 0
+            rows, times = rows[placed], times[placed]
+            values = None if values is None else values[placed]
+            if len(rows) == 0:
+                return refused
         n_keys = len(self._key_list)
         periods = np.floor(times / self.resolution).astype(np.int64)
         ring_len = len(self._slot_period)
@@ -125,6 +191,7 @@ class TimeWindowAnalyzer(Analyzer):
             sel = rows if first == last else rows[mask]
             weights = None if values is None else (values if first == last else values[mask])
             self._ring[slot, :n_keys] += np.bincount(sel, weights=weights, minlength=n_keys)
+        return refused
 
     def _rows_of_column(self, keys: np.ndarray, prefix: str | None) -> np.ndarray:
         if prefix is not None and keys.dtype.kind in "iu":
@@ -136,6 +203,7 @@ class TimeWindowAnalyzer(Analyzer):
                 if table is not None:
                     grown[: len(table)] = table
                 table = self._code_rows[prefix] = grown
+            # A code refused at key_limit stays -1 and is tried again with the next batch.
             for code in np.unique(keys[table[keys] < 0]).tolist():
                 table[code] = self._row_of(prefix + str(code))
             result: np.ndarray = table[keys]
@@ -157,7 +225,12 @@ class TimeWindowAnalyzer(Analyzer):
 
         def count_then_evaluate(batch: EventBatch) -> None:
             if field is not None and field in batch:
-                self.count_batch(batch[field], batch.times, batch.prefixes.get(field))
+                refused = self._count_batch(batch[field], batch.times,
+                                            batch.prefixes.get(field), None)
+                if len(refused):
+                    error = RecordError(self._refusal(None))
+                    for i in refused.tolist():
+                        self.Pipeline._dead_letter(self.process, batch.row(i), error)
             elif field is not None:
                 raise KeyError(f"{self.Id}: count_field {field!r} is not in the batch")
             if user is not None:
@@ -187,7 +260,7 @@ class TimeWindowAnalyzer(Analyzer):
 
     @property
     def keys(self) -> list[Any]:
-        """Keys in row order."""
+        """Keys in row order (None for a free row)."""
         return self._key_list
 
     # -- state ----------------------------------------------------------------------------
@@ -197,27 +270,42 @@ class TimeWindowAnalyzer(Analyzer):
         window_slots = math.ceil(self.window_size / self.resolution)
         return max(window_slots, math.ceil(span / self.resolution) + 3)
 
+    @property
+    def _segment_name(self) -> str:
+        return f"{self.Pipeline.Id}.{self.Id}.windows"
+
     def _allocate(self, run: RunInfo | None) -> np.ndarray:
         n = self._ring_length(run)
-        self._ring = self.App.allocate(f"{self.Pipeline.Id}.{self.Id}.windows",
-                                       (n, self.max_keys), np.float64)
+        self._ring = self.App.allocate(self._segment_name, (n, self.max_keys), np.float64)
+        self._row_free = np.zeros(self.max_keys, dtype=bool)
         self._slot_period = [-1] * n
         self._slot_closed = [False] * n
+        self._closed_at = [math.inf] * n
         return self._ring
 
     def _start(self, run: RunInfo) -> None:
+        self._merge_lag = run.ring_span
         if self._ring is None:
             self._allocate(run)
 
     def _add_key(self, key: Any) -> int:
-        row = len(self._key_list)
-        if row >= self.max_keys:
-            raise OverflowError(f"{self.Id}: more than max_keys={self.max_keys} keys; "
-                                "raise max_keys in its config section")
+        """A row for a new key: a free one, a new one, one of a grown ring; -1 at key_limit."""
         if isinstance(key, list):
             key = tuple(key)
+        # Freed rows are for data only: the coordinator waits for its merge before data,
+        # not always before a watermark or the end, whose on_tick may count too.
+        if self._free and not self._ticking:
+            row = self._free.pop()
+            self._row_free[row] = False
+            self._key_list[row] = key
+            self._reused.append([row, key])
+        else:
+            row = len(self._key_list)
+            assert self._ring is not None
+            if row >= self._ring.shape[1] and not self._grow():
+                return -1
+            self._key_list.append(key)
         self._keys[key] = row
-        self._key_list.append(key)
         return row
 
     def _row_of(self, key: Any) -> int:
@@ -225,6 +313,74 @@ class TimeWindowAnalyzer(Analyzer):
             key = tuple(key)
         row = self._keys.get(key)
         return self._add_key(key) if row is None else row
+
+    def _grow(self) -> bool:
+        """Double the ring's width (up to key_limit) in a new segment; False at the limit."""
+        ring = self._ring
+        assert ring is not None
+        width = ring.shape[1]
+        new = 2 * width if not self.key_limit else min(2 * width, self.key_limit)
+        if new <= width:
+            return False
+        self._ring = self.App.reallocate(self._segment_name, ring, (ring.shape[0], new))
+        free = np.zeros(new, dtype=bool)
+        free[:width] = self._row_free
+        self._row_free = free
+        self._grown = True
+        log.info("%s: %d keys live on this worker; window ring grown to %d rows",
+                 self.Id, len(self._keys), new)
+        return True
+
+    def _refuse(self, records: int) -> None:
+        self.keys_refused += records
+        if not self._warned:
+            self._warned = True
+            log.warning("%s", self._refusal(None) + " (this warning is given once; "
+                        "every such record is in the dead letters)")
+
+    def _refusal(self, key: Any) -> str:
+        which = "a new key" if key is None else f"new key {key!r}"
+        return (f"{self.Id}: key_limit={self.key_limit} reached: {which} has no row while "
+                f"{len(self._keys)} keys hold counts not yet merged; raise key_limit "
+                "in its config section")
+
+    def _sweep(self) -> None:
+        """Free the rows of keys whose every count the coordinator has read.
+
+        A row is free when it is zero in every open slot and in every closed slot the
+        coordinator may not have read yet. Data after watermark ``w`` is sent only once
+        the merge has reached ``w - max_lag``, so a slot closed at ``c <= w - lag`` (and
+        before ``w``, in an ack already applied) has been read. Called after each
+        watermark while fewer than half the rows are free: not in the middle of a batch,
+        whose new rows have no counts yet.
+        """
+        ring = self._ring
+        if ring is None:
+            return
+        n = len(self._key_list)
+        width = ring.shape[1]
+        if width - n + len(self._free) >= width // 2:
+            return
+        merged = self._watermark - self._merge_lag
+        busy = np.zeros(n, dtype=bool)
+        for slot, period in enumerate(self._slot_period):
+            if period == -1:
+                continue
+            closed_at = self._closed_at[slot]
+            if self._slot_closed[slot] and closed_at <= merged and closed_at < self._watermark:
+                continue
+            busy |= ring[slot, :n] != 0
+        freed = np.flatnonzero(~busy & ~self._row_free[:n])
+        if not len(freed):
+            return
+        keys, key_list = self._keys, self._key_list
+        for row in freed.tolist():
+            del keys[key_list[row]]
+            key_list[row] = None
+        self._row_free[freed] = True
+        self._free.extend(freed[::-1].tolist())
+        for table in self._code_rows.values():
+            table[np.isin(table, freed)] = -1
 
     def _open_slot(self, slot: int, period: int) -> None:
         old = self._slot_period[slot]
@@ -236,16 +392,27 @@ class TimeWindowAnalyzer(Analyzer):
         self._ring[slot, : len(self._key_list)] = 0
         self._slot_period[slot] = period
         self._slot_closed[slot] = False
+        self._closed_at[slot] = math.inf
 
     def _close_until(self, watermark: float) -> None:
         res = self.resolution
         for slot, period in enumerate(self._slot_period):
             if period != -1 and not self._slot_closed[slot] and (period + 1) * res <= watermark:
                 self._slot_closed[slot] = True
+                self._closed_at[slot] = watermark
                 self._closed.append([period, slot])
 
     def _advance(self, watermark: float) -> None:
         self._close_until(watermark)
+        self._ticking = True
+        try:
+            self._tick_until(watermark)
+        finally:
+            self._ticking = False
+        self._watermark = max(self._watermark, watermark)
+        self._sweep()
+
+    def _tick_until(self, watermark: float) -> None:
         res = self.resolution
         if self._next_tick is None:
             # Ticks start with the first period that had data, else the watermark's period.
@@ -287,11 +454,13 @@ class TimeWindowAnalyzer(Analyzer):
         slots = [s for s, p in enumerate(self._slot_period)
                  if p != -1 and not self._slot_closed[s]]
         n = len(self._key_list)
-        writer.put_array(f"tw.{self.Id}", self._ring[slots, :n] if slots
-                         else np.zeros((0, n)))
+        # Only keys with a count in an open period: the rest has been merged already.
+        counts = self._ring[slots, :n]
+        rows = np.flatnonzero(counts.any(axis=0)) if slots else np.zeros(0, dtype=np.int64)
+        writer.put_array(f"tw.{self.Id}", counts[:, rows])
         writer.put_object(f"tw.{self.Id}", {
             "periods": [self._slot_period[s] for s in slots],
-            "keys": list(self._key_list),
+            "keys": [self._key_list[r] for r in rows.tolist()],
             "next_tick": self._next_tick,
         })
 
@@ -313,6 +482,11 @@ class TimeWindowAnalyzer(Analyzer):
             if counts is None or not meta["periods"]:
                 continue
             rows = np.array([self._row_of(k) for k in meta["keys"]], dtype=np.int64)
+            if len(rows) and rows.min() < 0:
+                raise CheckpointError(f"{self.Id}: the checkpoint's open periods hold more "
+                                      f"keys than key_limit={self.key_limit} on worker "
+                                      f"{info.worker}; raise key_limit or restore onto "
+                                      "more workers")
             for period, values in zip(meta["periods"], counts, strict=True):
                 slot = period % len(self._slot_period)
                 if self._slot_period[slot] != period:
@@ -322,9 +496,22 @@ class TimeWindowAnalyzer(Analyzer):
         self._next_tick = max(ticks) if ticks else None
 
     def _report(self) -> dict[str, Any] | None:
+        """New rows (in row order), reused rows ``[row, key]``, closed slots, a new segment.
+
+        The coordinator applies a report before it merges anything at its watermark, so
+        a reused row or a grown ring is known before any slot with the new key's counts.
+        """
         new_keys = self._key_list[self._reported_keys:]
-        if not new_keys and not self._closed:
+        if not new_keys and not self._closed and not self._reused and not self._grown:
             return None
         self._reported_keys = len(self._key_list)
         closed, self._closed = self._closed, []
-        return {"keys": new_keys, "closed": closed}
+        report: dict[str, Any] = {"keys": new_keys, "closed": closed}
+        if self._reused:
+            report["rows"], self._reused = self._reused, []
+        if self._grown:
+            self._grown = False
+            segment = self.App.segment_info(self._segment_name)
+            if segment is not None:
+                report["segment"] = segment
+        return report

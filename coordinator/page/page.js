@@ -6,6 +6,7 @@
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                 "#e377c2", "#17becf", "#bcbd22", "#393b79", "#637939", "#7f7f7f"];
 const OTHER = "#c9d1da";
+const ANOMALY = "#c0141e";
 const AXIS = "#5a6b7d", GRID = "#e3e8ee";
 const POLL_MS = 2000;
 const TOP_KEYS = 8; // keys drawn per window chart; the rest is "other"
@@ -132,11 +133,15 @@ function emptyNote(ctx, box, text) {
 
 // Line chart of series [{name, color, points: [[t, v], ...]}] over time; vertical dashed
 // markers [{t, label}]. Returns the number of points drawn.
-function lineChart(canvas, series, markers, height) {
+// With stacked, series share their times and are drawn as bands one above the other, so
+// equal values (workers with the same load) never hide each other.
+function lineChart(canvas, series, markers, height, stacked) {
   const {ctx, w, h} = setup(canvas, height || 230);
   const box = {l: 52, r: w - 14, t: 12, b: h - 24};
   const pts = series.flatMap((s) => s.points);
-  const y = yAxis(ctx, box, Math.max(0, ...pts.map((p) => p[1])));
+  const tops = stacked && series.length ? series[0].points.map((_, i) =>
+    series.reduce((a, s) => a + ((s.points[i] || [0, 0])[1]), 0)) : [];
+  const y = yAxis(ctx, box, Math.max(0, ...pts.map((p) => p[1]), ...tops));
   if (pts.length < 2) {
     emptyNote(ctx, box, "waiting for data");
     canvas._hover = null;
@@ -153,12 +158,28 @@ function lineChart(canvas, series, markers, height) {
   });
   ctx.setLineDash([]);
   ctx.lineWidth = 1.8; ctx.lineJoin = "round";
-  series.forEach((s) => {
-    if (!s.points.length) return;
-    ctx.strokeStyle = s.color; ctx.beginPath();
-    s.points.forEach(([t, v], i) => (i ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v))));
-    ctx.stroke();
-  });
+  if (stacked) {
+    const below = series.length ? series[0].points.map(() => 0) : [];
+    series.forEach((s) => {
+      if (!s.points.length) return;
+      const above = s.points.map(([, v], i) => below[i] + v);
+      ctx.beginPath();
+      s.points.forEach(([t], i) => (i ? ctx.lineTo(x(t), y(above[i])) : ctx.moveTo(x(t), y(above[i]))));
+      for (let i = s.points.length - 1; i >= 0; i--) ctx.lineTo(x(s.points[i][0]), y(below[i]));
+      ctx.closePath(); ctx.globalAlpha = 0.35; ctx.fillStyle = s.color; ctx.fill();
+      ctx.globalAlpha = 1; ctx.strokeStyle = s.color; ctx.beginPath();
+      s.points.forEach(([t], i) => (i ? ctx.lineTo(x(t), y(above[i])) : ctx.moveTo(x(t), y(above[i]))));
+      ctx.stroke();
+      above.forEach((v, i) => { below[i] = v; });
+    });
+  } else {
+    series.forEach((s) => {
+      if (!s.points.length) return;
+      ctx.strokeStyle = s.color; ctx.beginPath();
+      s.points.forEach(([t, v], i) => (i ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v))));
+      ctx.stroke();
+    });
+  }
   canvas._hover = (mx) => {
     const t = t0 + ((mx - box.l) / (box.r - box.l)) * (t1 - t0);
     const lines = [];
@@ -175,13 +196,13 @@ function lineChart(canvas, series, markers, height) {
 
 // Stacked bars, one per period: starts[i] (epoch s), width (s), stacks [{name, color,
 // values}]. Returns the number of bars drawn.
-function stackedBars(canvas, starts, width, stacks, height) {
+function stackedBars(canvas, starts, width, stacks, height, marks, none) {
   const {ctx, w, h} = setup(canvas, height || 250);
   const box = {l: 52, r: w - 14, t: 12, b: h - 24};
   const totals = starts.map((_, i) => stacks.reduce((a, s) => a + s.values[i], 0));
   const y = yAxis(ctx, box, Math.max(0, ...totals));
   if (!starts.length) {
-    emptyNote(ctx, box, "no window has closed yet");
+    emptyNote(ctx, box, none || "no window has closed yet");
     canvas._hover = null;
     return 0;
   }
@@ -197,13 +218,21 @@ function stackedBars(canvas, starts, width, stacks, height) {
       ctx.fillRect(x(t) + 0.5, y(acc + v), bw, y(acc) - y(acc + v));
       acc += v;
     });
+    const found = marks && marks.get(t);
+    if (found) {  // anomalies of this period: a red mark above the bar
+      const cx = x(t) + 0.5 + bw / 2, top = y(totals[i]) - 3;
+      ctx.fillStyle = ANOMALY; ctx.beginPath();
+      ctx.moveTo(cx - 5, top - 8); ctx.lineTo(cx + 5, top - 8); ctx.lineTo(cx, top);
+      ctx.closePath(); ctx.fill();
+    }
   });
   canvas._hover = (mx) => {
     const i = starts.findIndex((t) => mx >= x(t) && mx <= x(t + width));
     if (i < 0) return null;
     const rows = stacks.filter((s) => s.values[i]).map((s) => `${s.name}: ${fmt(s.values[i])}`);
-    return [`${iso(starts[i])} (+${human(width)})`, `total: ${fmt(totals[i])}`, ...rows]
-      .join("\n");
+    const found = (marks && marks.get(starts[i])) || [];
+    return [`${iso(starts[i])} (+${human(width)})`, `total: ${fmt(totals[i])}`, ...rows,
+            ...found.map((a) => `ANOMALY ${a}`)].join("\n");
   };
   return starts.length;
 }
@@ -464,7 +493,7 @@ function sessions(s) {
   if (points.length >= 2) {
     const series = s.workers.map((w, j) => ({name: `worker ${w.worker}`, color: colors[j],
                                              points: points.map(([t, v]) => [t, v[j] || 0])}));
-    n = lineChart(canvas, series, [], 170);
+    n = lineChart(canvas, series, [], 170, true);
     note.textContent = hist.length >= 2 ? "over time" : "over time, since this page was opened";
   } else if (s.state !== "running" && s.workers.every((w) => !w.open_sessions)) {
     n = 0; // a finished run has ended every session: nothing to draw
@@ -505,9 +534,36 @@ function windows(s) {
     let width = Infinity;
     for (let i = 1; i < starts.length; i++) width = Math.min(width, starts[i] - starts[i - 1]);
     if (!isNum(width) || width <= 0) width = 60;
-    canvas.dataset.points = String(stackedBars(canvas, starts, width, stacks));
+    const marks = new Map();
+    (s.recent_anomalies || []).filter((a) => a.analyzer === aid && a.window_start !== undefined)
+      .forEach((a) => {
+        const list = marks.get(a.window_start) || [];
+        list.push(`${a.key}: ${fmt(a.count)} (mean ${fmt(a.mean, 1)}, score ${fmt(a.score, 1)})`);
+        marks.set(a.window_start, list);
+      });
+    canvas.dataset.anomalies = String(marks.size);
+    const none = s.state === "running" || s.state === "starting" ? null :
+      "no window rows: this analyzer counted nothing in the whole run";
+    canvas.dataset.points = String(stackedBars(canvas, starts, width, stacks, 250, marks, none));
     legend(leg, stacks.map((st) => [`${st.name} (${compact(st.values.reduce((a, b) => a + b, 0))})`, st.color]));
   }
+}
+
+function anomalies(s) {
+  const root = document.getElementById("anomalies");
+  const rows = (s.recent_anomalies || []).slice().reverse();
+  root.hidden = !rows.length && !Object.keys(s.anomalies || {}).length;
+  const counts = Object.entries(s.anomalies || {}).map(([k, v]) => `${k}: ${fmt(v)}`).join(", ");
+  document.getElementById("anomalies-note").textContent = counts ? `found so far: ${counts}` : "";
+  const tbody = document.querySelector("#anomaly-table tbody"); tbody.replaceChildren();
+  rows.slice(0, 20).forEach((a) => {
+    const when = a.window_start !== undefined ? a.window_start : a.event_time;
+    const tr = el("tr");
+    [a.analyzer, iso(when).replace("T", " ").replace("Z", ""), String(a.key),
+     fmt(a.count !== undefined ? a.count : a.value, 3), fmt(a.mean, 2), fmt(a.std, 2),
+     fmt(a.score, 2)].forEach((v) => tr.append(el("td", {}, String(v))));
+    tbody.append(tr);
+  });
 }
 
 function matrices(s) {
@@ -547,7 +603,8 @@ function checkpoints(s) {
   const tbody = document.querySelector("#checkpoints tbody"); tbody.replaceChildren();
   list.slice().reverse().forEach((c) => {
     const tr = el("tr");
-    [c.id, iso(c.at).replace("T", " "), fmt(c.duration_s, 3), fmt(c.bytes / 1e6, 1)]
+    [c.id, iso(c.at).replace("T", " "), fmt(c.duration_s, 3), fmt(c.stall_s, 3),
+     fmt(c.worker_write_s, 3), fmt(c.bytes / 1e6, 1)]
       .forEach((v) => tr.append(el("td", {}, String(v))));
     tbody.append(tr);
   });
@@ -573,6 +630,7 @@ function render(s) {
   workersTable(s);
   sessions(s);
   windows(s);
+  anomalies(s);
   matrices(s);
   checkpoints(s);
   kafka(s);

@@ -56,10 +56,13 @@ stop_at_end = yes
 [pipeline:AggregationPipeline:KafkaSink]
 topic = {topic}-out
 windows_topic = {topic}-windows
+anomalies_topic = {topic}-anomalies
 
 [pipeline:AggregationPipeline:HourlyCountAnalyzer]
 count_field = type
 max_keys = 100
+anomaly_history = 5
+anomaly_threshold = 1.5
 """
 
 
@@ -162,6 +165,11 @@ def test_kafka_in_kafka_out_equals_reference(setup, reference, kafka_broker) -> 
     windows = asyncio.run(_consume_all(kafka_broker.bootstrap, f"{topic}-windows"))
     assert {(r["window_start"], r["window_end"], r["key"], r["count"]) for r in windows} == \
         reference.windows
+    # Anomalies on the merged windows reach their topic, each once, as in the file.
+    anomalies = asyncio.run(_consume_all(kafka_broker.bootstrap, f"{topic}-anomalies"))
+    in_file = run.jsonl(f"{PIPE}.HourlyCountAnalyzer.anomalies.jsonl")
+    assert in_file, "the input has no anomaly at 1.5 sigma over 5 periods: pick another rule"
+    assert sorted(map(json.dumps, anomalies)) == sorted(map(json.dumps, in_file))
 
 
 def test_cluster_killed_mid_stream_resumes_from_checkpoint_offsets(setup, reference,

@@ -131,3 +131,46 @@ def test_msgpack_list_keys_become_tuples() -> None:
     merger.attach(0, array)
     merger.report(0, [["geo", 1]], [[0, 0]])
     assert merger.emit(RES)[0]["key"] == ("geo", 1)
+
+
+def test_a_reused_row_counts_for_its_new_key_from_the_report_on() -> None:
+    merger = WindowMerger("A", RES, 1)
+    array = np.zeros((SLOTS, 4))
+    merger.attach(0, array)
+    array[0, :3] = [1, 2, 3]
+    merger.report(0, ["a", "b", "c"], [[100, 0]])
+    first = merger.emit(101 * RES)
+    # Row 1 ("b") has been read; the worker gives it to "d" and counts "d" there.
+    array[1, 1] = 7
+    array[1, 2] = 1
+    merger.report(0, [], [[101, 1]], rows=[[1, "d"]])
+    second = merger.emit(102 * RES)
+    assert [(r["key"], r["count"]) for r in first] == [("a", 1), ("b", 2), ("c", 3)]
+    assert [(r["key"], r["count"]) for r in second] == [("c", 1), ("d", 7)]
+    assert merger.keys[0] == ["a", "d", "c"]
+
+
+def test_a_grown_ring_is_mapped_by_name_and_the_old_name_removed() -> None:
+    import os
+
+    from cluster.shm import SHM_DIR, Segment, unlink_run
+
+    run = f"{os.getpid()}.mergetest{os.urandom(2).hex()}"
+    try:
+        old = Segment.create(f"bspc-{run}-w0-r", (SLOTS, 2), np.float64)
+        merger = WindowMerger("A", RES, 1)
+        mapped = Segment.attach(old.name, (SLOTS, 2), "<f8")  # as at the worker's hello
+        merger.attach(0, mapped.array, mapped)
+        old.array[0, :2] = [1, 2]
+        merger.report(0, ["a", "b"], [[100, 0]])
+        new = Segment.create(f"bspc-{run}-w0-r.g1", (SLOTS, 4), np.float64)
+        new.array[:, :2] = old.array
+        new.array[1, 2] = 5
+        merger.report(0, ["c"], [[101, 1]], segment=[new.name, [SLOTS, 4], "<f8"])
+        rows = merger.emit(102 * RES)
+        assert [(r["window_start"], r["key"], r["count"]) for r in rows] == [
+            (6000, "a", 1), (6000, "b", 2), (6060, "c", 5)]
+        assert not (SHM_DIR / old.name).exists()
+        assert (SHM_DIR / new.name).exists()
+    finally:
+        unlink_run(run)

@@ -38,7 +38,8 @@ def snapshot(**changes: Any) -> dict[str, Any]:
         "restarts": 2,
         "kafka_lag": {"events:0": 5, "events:1": 0, "my:topic:2": 12},
         "checkpoint": {"taken": 4, "last_id": 9, "age_s": 1.25, "duration_s": 0.218,
-                       "enabled": True},
+                       "stall_s": 0.25, "worker_write_s": 0.19, "bytes": 2_000_000,
+                       "state_bytes": 2_000_000, "enabled": True},
         "checkpoints": [],
         "history": [],
         "windows": {},
@@ -76,6 +77,8 @@ def test_every_figure_is_parsed_with_its_type_labels_and_value() -> None:
         "sessions_ended": "counter", "checkpoints": "counter",
         "last_checkpoint_id": "gauge", "last_checkpoint_age_seconds": "gauge",
         "last_checkpoint_duration_seconds": "gauge", "worker_restarts": "counter",
+        "last_checkpoint_stall_seconds": "gauge", "last_checkpoint_bytes": "gauge",
+        "last_checkpoint_worker_write_seconds": "gauge", "state_bytes": "gauge",
         "kafka_consumer_lag": "gauge", "uptime_seconds": "gauge",
     }
     assert {name: f.type for name, f in fams.items()} == {P + k: v for k, v in
@@ -110,6 +113,9 @@ def test_every_figure_is_parsed_with_its_type_labels_and_value() -> None:
     assert value(fams, P + "last_checkpoint_id") == 9
     assert value(fams, P + "last_checkpoint_age_seconds") == 1.25
     assert value(fams, P + "last_checkpoint_duration_seconds") == 0.218
+    assert value(fams, P + "last_checkpoint_stall_seconds") == 0.25
+    assert value(fams, P + "last_checkpoint_worker_write_seconds") == 0.19
+    assert value(fams, P + "last_checkpoint_bytes") == 2_000_000
     assert value(fams, P + "worker_restarts") == 2
     assert value(fams, P + "uptime_seconds") == 12.5
     # "topic:partition", split at the last colon (topic names may hold colons).
