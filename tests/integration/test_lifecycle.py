@@ -38,6 +38,11 @@ def _start(config: Path, out: Path) -> subprocess.Popen[str]:
                             start_new_session=True)
 
 
+def _segments_of(proc: subprocess.Popen[str]) -> set[str]:
+    # Only this run's (named after its supervisor): other runs may share the machine.
+    return {s for s in shm_segments() if s.startswith(f"bspc-{proc.pid}.")}
+
+
 def _wait_workers(proc: subprocess.Popen[str], n: int, timeout: float = 30) -> dict[int, str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -59,7 +64,6 @@ def endless(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_signal_stops_everything_within_5s(endless: Path, tmp_path: Path, sig) -> None:
-    before = shm_segments()
     proc = _start(endless, tmp_path / "out")
     _wait_workers(proc, 2)
     everyone = set(descendants(proc.pid))
@@ -75,13 +79,12 @@ def test_signal_stops_everything_within_5s(endless: Path, tmp_path: Path, sig) -
     alive = {p for p in everyone if Path(f"/proc/{p}").exists()
              and "Z" not in Path(f"/proc/{p}/stat").read_text().split(") ")[1][:1]}
     assert not alive, f"left running: {alive}"
-    assert shm_segments() <= before
+    assert not _segments_of(proc), "the run's shared memory was not removed"
     assert "stopped" in err
 
 
 def test_dead_worker_is_named_and_stops_the_run(endless: Path, tmp_path: Path) -> None:
     """Without checkpoints there is nothing to restart from: the run stops with exit 3."""
-    before = shm_segments()
     endless.write_text(endless.read_text().replace("workers = 2", "workers = 2\n"
                                                    "checkpoint_dir = none"))
     proc = _start(endless, tmp_path / "out")
@@ -95,7 +98,7 @@ def test_dead_worker_is_named_and_stops_the_run(endless: Path, tmp_path: Path) -
     assert f"worker {index} (pid {victim}) died: killed by SIGKILL; stopping the run" in err
     assert not [p for p in everyone if Path(f"/proc/{p}/cmdline").exists()
                 and Path(f"/proc/{p}/cmdline").read_bytes()]
-    assert shm_segments() <= before
+    assert not _segments_of(proc), "the run's shared memory was not removed"
 
 
 BAD_CONFIGS = [

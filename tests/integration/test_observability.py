@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CONFIGS, ROOT, cli
+from tests.conftest import CONFIGS, ROOT, cli, remove_run_leftovers
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -218,6 +218,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, Pat
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+                remove_run_leftovers(proc.pid)
 
 
 def test_metrics_status_live_page_report_and_json_logs(cluster: Any, browser: Any,

@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from cluster import checkpoint
-from tests.conftest import ROOT, descendants
+from tests.conftest import ROOT, descendants, remove_run_leftovers
 from tests.kafka.broker import KafkaBroker
 from tests.kafka.test_pipeline import lines, setup  # noqa: F401  (fixtures)
 
@@ -85,6 +85,8 @@ def test_committed_offsets_never_pass_the_newest_complete_checkpoint(
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+            remove_run_leftovers(proc.pid)
     assert not violations, violations[:5]
     assert compared >= 10, f"only {compared} samples saw a commit and a checkpoint together"
     assert killed, "the coordinator was never killed"

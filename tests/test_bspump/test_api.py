@@ -417,6 +417,33 @@ def test_time_window_counts_closes_periods_and_ticks() -> None:
     assert tw.ticks == [T0 + 60, T0 + 120, T0 + 180, T0 + 240, T0 + 300]
 
 
+def test_count_batch_puts_each_event_in_the_period_its_time_floors_to() -> None:
+    # The batch path (count_batch) must cut periods exactly as count() does: an event at
+    # 59.999 s belongs to the period starting at 0, one at 60 s to the next.
+    p = pipeline_of(lambda app, pl: [KeyCounter(app, pl)])
+    tw = p.Processors[0]
+    assert isinstance(tw, KeyCounter)
+    p.advance(T0)
+    data = [(0.2, "a", 1.0), (29.6, "b", 2.0), (59.999, "a", 3.0), (60.0, "a", 4.0),
+            (89.7, "b", 5.0), (119.5, "a", 6.0)]
+    tw.count_batch(np.array([k for _, k, _ in data], dtype=object),
+                   np.array([T0 + t for t, _, _ in data]),
+                   values=np.array([v for _, _, v in data]))
+    expected: dict[tuple[int, str], float] = {}
+    for t, k, v in data:
+        key = (math.floor((T0 + t) / 60), k)
+        expected[key] = expected.get(key, 0) + v
+    p.advance(T0 + 120)
+    report = p.take_report()["KeyCounter"]
+    ring = tw.window_array
+    assert ring is not None
+    p0 = int(T0 // 60)
+    assert sorted(period for period, _ in report["closed"]) == [p0, p0 + 1]
+    for period, slot in report["closed"]:
+        for row, key in enumerate(report["keys"]):
+            assert ring[slot, row] == expected.get((period, key), 0), (period, key)
+
+
 def test_finish_closes_the_last_period_and_ticks_for_it() -> None:
     p = pipeline_of(lambda app, pl: [KeyCounter(app, pl)])
     tw = p.Processors[0]

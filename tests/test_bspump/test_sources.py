@@ -131,6 +131,34 @@ def test_json_lines_seek_resumes_exactly_after_a_batch(tmp_path: Path, batch: in
             assert rest[-1].position["line"] == first[-1].position["line"]
 
 
+@pytest.mark.parametrize("chunk", [7, 16, 50])
+def test_raw_json_lines_resume_at_the_start_of_a_line_cut_by_a_chunk(tmp_path: Path,
+                                                                     chunk: int) -> None:
+    # Raw reading goes by chunks of bytes: a chunk mostly ends inside a line, whose start
+    # waits for the next chunk. A saved position must point at that start, or the line is
+    # lost on resume.
+    lines = [json.dumps({"i": i, "pad": "x" * (i % 5)}).encode() for i in range(30)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    app = app_of()
+    pipeline = bspump.Pipeline(app, "P")
+
+    def source(name: str) -> FileJSONLinesSource:
+        src = FileJSONLinesSource(app, pipeline, id=name, path=str(path))
+        src.want_raw = True
+        src.RAW_CHUNK = chunk  # type: ignore[misc]
+        return src
+
+    first = read_all(source("a"))
+    assert [line for b in first for line in b.raw or []] == lines
+    for k, b in enumerate(first):
+        src = source(f"r{chunk}.{k}")
+        src.seek(b.position)
+        rest = [line for bb in read_all(src) for line in bb.raw or []]
+        seen = sum(len(bb.raw or []) for bb in first[: k + 1])
+        assert rest == lines[seen:], (k, b.position)
+
+
 def test_file_source_needs_a_readable_path(tmp_path: Path) -> None:
     app = app_of()
     pipeline = bspump.Pipeline(app, "P")

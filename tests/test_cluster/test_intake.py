@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -226,6 +227,33 @@ def test_dead_letters_name_the_missing_field() -> None:
     assert "1970..3000" in reasons[repr({"k": "d", "ts": T0 * 1000})]
     # A dead record does not move the watermark.
     assert intake.watermark == T0
+
+
+@pytest.mark.parametrize("malformed", [False, True], ids=["all JSON", "one malformed"])
+def test_raw_lines_reject_the_same_records_as_decoded_ones(malformed: bool) -> None:
+    # The raw route decodes only the key and time: each record it cannot route must still
+    # come back as a dead letter naming its line, exactly those the decoded route rejects.
+    records: list[Any] = [
+        {"k": "a", "ts": T0},
+        {"ts": T0 + 1},
+        {"k": "b"},
+        {"k": "c", "ts": "yesterday"},
+        {"k": None, "ts": T0 + 2},
+        {"k": "d", "ts": T0 * 1000},
+        {"k": "e", "ts": T0 + 3},
+    ]
+    lines = [json.dumps(r).encode() for r in records]
+    if malformed:
+        lines.insert(3, b'{"k": "x", "ts"')
+    decoded = make_intake().feed([json.loads(x) if x.endswith(b"}") else x for x in lines])
+    expected = {i + 1 for i, x in enumerate(lines)
+                if any(d.record == (json.loads(x) if x.endswith(b"}") else x)
+                       for d in decoded.dead)}
+    raw = make_intake().feed_raw(lines, lambda i: f"in:{i + 1}")
+    named = {int(d.reason.split(":")[1]) for d in raw.dead}
+    assert named == expected
+    assert len(raw.dead) == len(expected) == len(lines) - 2
+    assert raw.accepted == decoded.accepted == 2
 
 
 def test_processing_time_stamps_records_with_now() -> None:

@@ -76,6 +76,28 @@ def test_a_link_at_a_result_path_is_refused_and_its_target_untouched(tmp_path: P
     assert target.read_text() == PRECIOUS
 
 
+def test_restore_cuts_each_result_file_to_its_checkpointed_length(tmp_path: Path) -> None:
+    # What was written after the checkpoint is written again by the replay: kept, it
+    # would appear twice. Files the checkpoint does not know are newer: removed.
+    outputs = RunOutputs(tmp_path, "P")
+    rows = [{"n": i} for i in range(6)]
+    for row in rows[:2]:
+        outputs.windows("A").write(row)
+        outputs.dead_letter("bad", f"x{row['n']}")
+    lengths = outputs.lengths()
+    for row in rows[2:]:
+        outputs.windows("A").write(row)
+        outputs.dead_letter("bad", f"x{row['n']}")
+    outputs.sessions("B").write({"late": True})
+    outputs.close()
+    outputs.truncate_to(lengths)
+    windows = tmp_path / "P.A.windows.jsonl"
+    assert [json.loads(x) for x in windows.read_text().splitlines()] == rows[:2]
+    dead = (tmp_path / "dead-letters.jsonl").read_text().splitlines()
+    assert [json.loads(x)["record"] for x in dead] == ["x0", "x1"]
+    assert not (tmp_path / "P.B.sessions.jsonl").exists()
+
+
 def test_restore_does_not_truncate_through_a_link(tmp_path: Path) -> None:
     target = _precious(tmp_path)
     other = tmp_path / "other.txt"
