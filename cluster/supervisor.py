@@ -187,8 +187,9 @@ class Supervisor:
                     self._drain_workers(clean=False)
                     return self._died(self.coordinator, rc)
                 self._drain_workers(clean=rc == 0)
-                if self._signals:
+                if self._signals and rc != 0:
                     return 128 + self._first_signal
+                # A stop that came after the input ended changes nothing: the run is done.
                 return rc
             for child in self.worker_procs:
                 wrc = child.proc.poll()
