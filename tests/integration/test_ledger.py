@@ -11,25 +11,12 @@ import time
 from pathlib import Path
 
 from cluster import exits
-from tests.conftest import CONFIGS, ROOT
+from tests.conftest import ROOT
+from tests.integration.test_lifecycle import ENDLESS
 
-SLOW = f"""
-[cluster]
-pipeline = spec_examples:AggregationPipeline
-python_path = {CONFIGS}
-workers = 2
-checkpoint_dir = none
-
-[pipeline:AggregationPipeline]
-shard_key = user_id
-time_field = timestamp
-source = bspump.generator:GeneratorSource
-sink = bspump.common:NullSink
-
-[pipeline:AggregationPipeline:GeneratorSource]
-count = 30000
-rate = 10000
-
+# The lifecycle tests' endless generator, made finite (30,000 events at 10,000/s).
+SLOW = ENDLESS.replace("workers = 2\n", "workers = 2\ncheckpoint_dir = none\n").replace(
+    "count = 0\nrate = 20000", "count = 30000\nrate = 10000") + """
 [pipeline:AggregationPipeline:HourlyCountAnalyzer]
 count_field = type
 """
