@@ -121,6 +121,36 @@ path = {persistent}
 """
 
 
+RECOVERY_CONFIG = """
+[cluster]
+pipeline = recovery_pipelines:RecoveryPipeline
+python_path = {configs}:{integration}
+{cluster}
+[pipeline:RecoveryPipeline]
+shard_key = user_id
+time_field = timestamp
+allowed_lateness = 30
+
+[pipeline:RecoveryPipeline:FileJSONLinesSource]
+path = {input}
+batch = {batch}
+
+[pipeline:RecoveryPipeline:HourlyCountAnalyzer]
+count_field = type
+
+[matrix:UserHits]
+path = {persistent}
+"""
+
+
+def recovery_config(input: Path, persistent: Path, batch: int, **cluster: object) -> str:
+    """The config of tests/integration/recovery_pipelines.py's RecoveryPipeline over
+    ``input``; ``cluster`` holds the [cluster] keys a test sets (workers, checkpoints...)."""
+    return RECOVERY_CONFIG.format(configs=CONFIGS, integration=ROOT / "tests" / "integration",
+                                  input=input, persistent=persistent, batch=batch,
+                                  cluster="".join(f"{k} = {v}\n" for k, v in cluster.items()))
+
+
 @pytest.fixture
 def seed_config(tmp_path: Path):
     """Write an input file and a config running every spec analyzer over it."""

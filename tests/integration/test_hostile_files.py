@@ -23,39 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, ROOT, Run, make_lines, run_config
+from tests.conftest import ROOT, Run, make_lines, recovery_config, run_config
 from tests.integration.checks import assert_results_match
 from tests.reference import compute
 
-HERE = Path(__file__).resolve().parent
 PIPE = "RecoveryPipeline"
 BSPUMP_CLUSTER = Path(sys.executable).parent / "bspump-cluster"
 
-CONFIG = """
-[cluster]
-pipeline = recovery_pipelines:RecoveryPipeline
-python_path = {configs}:{here}
-key_groups = 32
-workers = 2
-checkpoint_events = 3000
-checkpoint_interval = 0.3
-max_restarts = 0
-
-[pipeline:RecoveryPipeline]
-shard_key = user_id
-time_field = timestamp
-allowed_lateness = 30
-
-[pipeline:RecoveryPipeline:FileJSONLinesSource]
-path = {input}
-batch = 300
-
-[pipeline:RecoveryPipeline:HourlyCountAnalyzer]
-count_field = type
-
-[matrix:UserHits]
-path = {persistent}
-"""
 
 PRECIOUS = "the user's own file: a run must neither write nor cut it\n" * 20
 
@@ -77,8 +51,9 @@ def stopped(tmp_path_factory, lines) -> tuple[Path, Path]:
     data = base / "input.jsonl"
     data.write_text("\n".join(lines) + "\n")
     config = base / "hostile.ini"
-    config.write_text(CONFIG.format(configs=CONFIGS, here=HERE, input=data,
-                                     persistent=base / "UserHits.npy"))
+    config.write_text(recovery_config(data, base / "UserHits.npy", batch=300, key_groups=32,
+                                      workers=2, checkpoint_events=3000,
+                                      checkpoint_interval=0.3, max_restarts=0))
     out = base / "out"
     proc = subprocess.Popen([sys.executable, "-m", "cluster", "run", str(config), "-o", str(out)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -191,8 +166,9 @@ def _fresh_config(tmp_path: Path, extra: str = "", folder: Path | None = None) -
     data = tmp_path / "input.jsonl"
     data.write_text("\n".join(make_lines(3000, users=300, seed=3)) + "\n")
     config = folder / "fresh.ini"
-    config.write_text(CONFIG.format(configs=CONFIGS, here=HERE, input=data,
-                                    persistent=tmp_path / "UserHits.npy")
+    config.write_text(recovery_config(data, tmp_path / "UserHits.npy", batch=300, key_groups=32,
+                                      workers=2, checkpoint_events=3000,
+                                      checkpoint_interval=0.3, max_restarts=0)
                       .replace("[cluster]\n", f"[cluster]\n{extra}", 1))
     return config
 

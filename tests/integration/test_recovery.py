@@ -19,46 +19,20 @@ import numpy as np
 import pytest
 
 from tests.conftest import (
-    CONFIGS,
     ROOT,
     Run,
     descendants,
     make_lines,
+    recovery_config,
     run_config,
     shm_segments,
 )
 from tests.integration.checks import assert_results_match
 from tests.reference import compute
 
-HERE = Path(__file__).resolve().parent
 PIPE = "RecoveryPipeline"
 HIT_BUCKETS = 64  # as in recovery_pipelines.py (which imports from configs/)
 
-CONFIG = """
-[cluster]
-pipeline = recovery_pipelines:RecoveryPipeline
-python_path = {configs}:{here}
-key_groups = 64
-workers = {workers}
-checkpoint_events = 6000
-checkpoint_interval = 0.5
-max_restarts = 2
-
-[pipeline:RecoveryPipeline]
-shard_key = user_id
-time_field = timestamp
-allowed_lateness = 30
-
-[pipeline:RecoveryPipeline:FileJSONLinesSource]
-path = {input}
-batch = 500
-
-[pipeline:RecoveryPipeline:HourlyCountAnalyzer]
-count_field = type
-
-[matrix:UserHits]
-path = {persistent}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +57,9 @@ def setup(tmp_path: Path, lines):
 
     def config(workers: int) -> Path:
         cfg = tmp_path / f"c{workers}.ini"
-        cfg.write_text(CONFIG.format(configs=CONFIGS, here=HERE, workers=workers, input=data,
-                                     persistent=tmp_path / "UserHits.npy"))
+        cfg.write_text(recovery_config(data, tmp_path / "UserHits.npy", batch=500,
+                                       key_groups=64, workers=workers, checkpoint_events=6000,
+                                       checkpoint_interval=0.5, max_restarts=2))
         return cfg
 
     return config, tmp_path / "out"

@@ -22,14 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, make_lines
+from tests.conftest import make_lines, recovery_config
 
 STRACE = shutil.which("strace")
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 pytestmark = pytest.mark.skipif(STRACE is None and not IN_CI,
                                 reason="strace is not installed (CI installs it)")
 
-INTEGRATION = Path(__file__).resolve().parent.parent / "integration"
 BSPUMP_CLUSTER = Path(sys.executable).parent / "bspump-cluster"
 
 _FSYNC = re.compile(r"^(\d+\.\d+) f(?:data)?sync\(\d+<(.+)>\) = 0$")
@@ -101,38 +100,15 @@ def test_one_atomic_write_is_fsync_rename_fsync_of_the_folder(tmp_path: Path) ->
     assert mine[0].path.startswith(tmp) and mine[1].source == mine[0].path
 
 
-CONFIG = """
-[cluster]
-pipeline = recovery_pipelines:RecoveryPipeline
-python_path = {configs}:{integration}
-key_groups = 16
-workers = 2
-checkpoint_events = 600
-checkpoint_interval = 60
-
-[pipeline:RecoveryPipeline]
-shard_key = user_id
-time_field = timestamp
-allowed_lateness = 30
-
-[pipeline:RecoveryPipeline:FileJSONLinesSource]
-path = {input}
-batch = 200
-
-[pipeline:RecoveryPipeline:HourlyCountAnalyzer]
-count_field = type
-
-[matrix:UserHits]
-path = {persistent}
-"""
 
 
 def test_a_cluster_run_writes_in_a_crash_safe_order(tmp_path: Path) -> None:
     data = tmp_path / "input.jsonl"
     data.write_text("\n".join(make_lines(24_000, users=500, seed=9)) + "\n")
     config = tmp_path / "durable.ini"
-    config.write_text(CONFIG.format(configs=CONFIGS, integration=INTEGRATION, input=data,
-                                    persistent=tmp_path / "UserHits.npy"))
+    config.write_text(recovery_config(data, tmp_path / "UserHits.npy", batch=200, key_groups=16,
+                                      workers=2, checkpoint_events=600,
+                                      checkpoint_interval=60))
     out = tmp_path / "out"
     p, calls = _traced([str(BSPUMP_CLUSTER), "run", str(config), "-o", str(out)],
                        tmp_path / "trace", tmp_path)
