@@ -43,11 +43,11 @@ from typing import Any
 
 from bspump.application import ROLE_COORDINATOR, RunInfo
 from bspump.kafka import KafkaSource, client_options, start_consumer
-from bspump.loader import load_pipeline
 from cluster import checkpoint, exits, httpd
 from cluster.config import ClusterSettings, load_cluster_settings, partition_folder
 from cluster.errors import StartRefused
 from cluster.exits import describe_exit
+from cluster.loader import load_pipeline
 from cluster.logs import MEMBER_ENV, TASK_ENV
 from cluster.prometheus import Exposition
 from cluster.supervisor import child_setup

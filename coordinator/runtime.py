@@ -35,7 +35,6 @@ import numpy as np
 from bspump.analyzer import SessionAnalyzer, TimeWindowAnalyzer
 from bspump.application import ROLE_COORDINATOR, RunInfo
 from bspump.batch import EventBatch
-from bspump.loader import load_pipeline
 from bspump.matrix import PersistentMatrix
 from bspump.processor import SourceBatch
 from cluster import checkpoint, exits, httpd, wire
@@ -43,6 +42,7 @@ from cluster.config import ClusterSettings
 from cluster.errors import CheckpointError, ClusterError, StartRefused, WorkerDied
 from cluster.intake import Intake, IntakeResult
 from cluster.layout import Layout
+from cluster.loader import load_pipeline
 from cluster.logs import MEMBER_ENV, text_prefix
 from cluster.merge import WindowMerger
 from cluster.outputs import RESULT_KINDS, RunOutputs, number, save_npy

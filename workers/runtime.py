@@ -20,12 +20,12 @@ import zmq
 
 from bspump.application import ROLE_SHARD, RunInfo
 from bspump.batch import EventBatch
-from bspump.loader import load_pipeline
 from bspump.processor import RestoreInfo
 from cluster import wire
 from cluster.checkpoint import ShardReader, ShardWriter
 from cluster.config import ClusterSettings
 from cluster.errors import ClusterError
+from cluster.loader import load_pipeline
 from cluster.records import preview
 
 log = logging.getLogger("bspump-cluster.worker")

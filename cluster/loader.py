@@ -1,4 +1,5 @@
-"""Create the configured pipeline in a process of a run (coordinator, worker, in-process)."""
+"""Create the configured pipeline in a process of a run: import it, build it, apply the
+config's source and sink overrides, validate (the coordinator, a worker, a member)."""
 
 from __future__ import annotations
 
