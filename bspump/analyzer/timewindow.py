@@ -150,12 +150,22 @@ class TimeWindowAnalyzer(Analyzer):
         Events whose new key finds no row (``key_limit``) go to the dead letters.
         """
         refused = self._count_batch(keys, times, prefix, values)
-        if len(refused):
-            error = RecordError(self._refusal(None))
-            for i in refused.tolist():
-                key = keys[i].item() if prefix is None else prefix + str(int(keys[i]))
-                self.Pipeline._dead_letter(self.count_batch, {"key": key,
-                                           "event_time": float(times[i])}, error)
+
+        def record(i: int) -> dict[str, Any]:
+            key = keys[i].item() if prefix is None else prefix + str(int(keys[i]))
+            return {"key": key, "event_time": float(times[i])}
+
+        self._dead_refused(self.count_batch, refused, record)
+
+    def _dead_refused(self, step: Any, refused: np.ndarray, record: Any) -> None:
+        """Events whose new key found no row (key_limit): dead letters, and dead in the
+        ledger too, as on the per-event path where count() raises for them."""
+        if not len(refused):
+            return
+        self.Pipeline.events_failed += len(refused)
+        error = RecordError(self._refusal(None))
+        for i in refused.tolist():
+            self.Pipeline._dead_letter(step, record(i), error)
 
     def _count_batch(self, keys: np.ndarray, times: np.ndarray, prefix: str | None,
                      values: np.ndarray | None) -> np.ndarray:
@@ -227,10 +237,7 @@ class TimeWindowAnalyzer(Analyzer):
             if field is not None and field in batch:
                 refused = self._count_batch(batch[field], batch.times,
                                             batch.prefixes.get(field), None)
-                if len(refused):
-                    error = RecordError(self._refusal(None))
-                    for i in refused.tolist():
-                        self.Pipeline._dead_letter(self.process, batch.row(i), error)
+                self._dead_refused(self.process, refused, batch.row)
             elif field is not None:
                 raise KeyError(f"{self.Id}: count_field {field!r} is not in the batch")
             if user is not None:

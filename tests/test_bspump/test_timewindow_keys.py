@@ -196,6 +196,7 @@ def test_hard_cap_dead_letters_each_record_it_cannot_place_and_warns_once(
     assert sorted(d["record"]["k"] for d in refused) == ["b10", "b11", "b11", "b8", "b9"]
     assert len(coord.dead) == 5
     assert p.tw.keys_refused == 5
+    assert p.events_failed == 5  # the ledger counts each refused record as dead
     warnings = [r for r in caplog.records if "key_limit" in r.getMessage()]
     assert len(warnings) == 1
     placed = [(t, k) for t, k in burst + later if k not in {"b8", "b9", "b10", "b11"}]
@@ -244,6 +245,7 @@ def test_batch_path_reuses_grows_and_caps_like_count(run_ids: list[str]) -> None
     refused = sorted(d["record"]["k"] for d in coord.dead)
     assert all("key_limit" in d["reason"] for d in coord.dead)
     assert len(refused) == p.tw.keys_refused > 0
+    assert p.events_failed == len(refused)  # dead in the ledger too, as on the per-event path
     placed = [(t, k) for t, k in all_events if k not in set(refused)]
     assert len(placed) + len(refused) == len(all_events)
     assert coord.windows == expected_windows(placed)
