@@ -113,9 +113,9 @@ def test_the_run_folder_of_a_killed_run_is_removed_by_the_next_run(
     assert "run folders left by earlier runs" in p.stderr
 
 
-def test_exit_codes_are_one_table_and_the_readme_shows_it() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_exit_codes_are_one_table_and_the_docs_show_it() -> None:
+    doc = (ROOT / "docs" / "recovery.md").read_text()
     for code, meaning in exits.MEANING.items():
         assert exits.outcome(code) == meaning
-        assert f"| {code} | {meaning}" in readme, f"README's exit code table lacks {code}"
+        assert f"| {code} | {meaning}" in doc, f"docs/recovery.md's exit code table lacks {code}"
     assert exits.outcome(143) == "stopped by signal 15"
