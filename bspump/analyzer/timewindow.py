@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bspump.processor import Analyzer, RestoreInfo
-from cluster.errors import CheckpointError, RecordError
+from bspump.errors import CheckpointError, RecordError
+from bspump.processor import Analyzer
+from bspump.state import RestoreInfo, StateReader, StateWriter
 
 if TYPE_CHECKING:
     from bspump.application import Application, RunInfo
     from bspump.batch import EventBatch
     from bspump.pipeline import Pipeline
-    from cluster.checkpoint import ShardReader, ShardWriter
 
 # How many empty resolution periods on_tick is called for in one watermark jump;
 # beyond this a gap in the data skips straight to the periods that have data.
@@ -453,7 +453,7 @@ class TimeWindowAnalyzer(Analyzer):
             self._next_tick = end - res
         self._advance(end)
 
-    def _checkpoint(self, writer: ShardWriter) -> None:
+    def _checkpoint(self, writer: StateWriter) -> None:
         """Open periods (closed ones are merged already), their keys, the next tick."""
         super()._checkpoint(writer)
         if self._ring is None:
@@ -471,7 +471,7 @@ class TimeWindowAnalyzer(Analyzer):
             "next_tick": self._next_tick,
         })
 
-    def _restore(self, readers: list[ShardReader], info: RestoreInfo) -> None:
+    def _restore(self, readers: Sequence[StateReader], info: RestoreInfo) -> None:
         """Add the open periods of the old workers this one takes over (sums stay right)."""
         super()._restore(readers, info)
         if self._ring is None:
