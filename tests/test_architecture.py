@@ -15,6 +15,8 @@ as well as those that run whenever the module is imported.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,79 @@ def wrong_way_imports(root: Path = ROOT) -> list[str]:
 def test_every_package_imports_only_the_layers_below_it() -> None:
     problems = wrong_way_imports()
     assert not problems, f"{len(problems)} wrong-way imports:\n" + "\n".join(problems)
+
+
+def test_importing_all_of_bspump_loads_no_runtime_module() -> None:
+    # The same direction, seen from a fresh interpreter: whatever bspump imports, however
+    # indirectly, must not bring in the runtime.
+    script = (
+        "import importlib, pkgutil, sys, bspump\n"
+        "for m in pkgutil.walk_packages(bspump.__path__, 'bspump.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(sorted(m for m in sys.modules\n"
+        "             if m.split('.')[0] in ('cluster', 'coordinator', 'workers')))\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "[]", f"importing bspump loaded {out}"
+
+
+def runtime_import_cycles(package: str, root: Path = ROOT) -> list[list[str]]:
+    """Groups of ``package``'s modules that import each other in a circle when they run
+    (imports under ``if TYPE_CHECKING:`` do not run, so they do not count)."""
+    modules = {}
+    for path in sorted((root / package).rglob("*.py")):
+        name = ".".join(path.relative_to(root).with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = path
+    edges: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and "TYPE_CHECKING" in ast.unparse(node.test)
+                       for stmt in node.body for n in ast.walk(stmt)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            # The package itself is loaded before any of its modules: not a cycle.
+            edges[name] |= {t for t in targets if t in modules and t not in (name, package)}
+    cycles: list[list[str]] = []
+    for start in sorted(modules):
+        if any(start in c for c in cycles) or start not in reachable(edges, start):
+            continue
+        # Its cycle: the modules it reaches that reach it again.
+        cycles.append(sorted({m for m in reachable(edges, start)
+                              if start in reachable(edges, m)}))
+    return cycles
+
+
+def reachable(edges: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or not."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in edges[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_bspump_modules_do_not_import_each_other_in_a_circle() -> None:
+    assert runtime_import_cycles("bspump") == []
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path: Path) -> None:
+    (tmp_path / "bspump").mkdir()
+    (tmp_path / "bspump" / "a.py").write_text("from bspump.b import x\n", encoding="utf-8")
+    (tmp_path / "bspump" / "b.py").write_text("import bspump.a\n", encoding="utf-8")
+    (tmp_path / "bspump" / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import bspump.a\n",
+        encoding="utf-8")
+    assert runtime_import_cycles("bspump", tmp_path) == [["bspump.a", "bspump.b"]]
 
 
 @pytest.mark.parametrize("source, expected", [
