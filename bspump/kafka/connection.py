@@ -38,6 +38,7 @@ def connection_settings(app: Application, connection: str) -> dict[str, str]:
 
 
 def client_options(settings: dict[str, str]) -> dict[str, Any]:
+    """aiokafka client arguments from a ``[connection:NAME]`` section."""
     options: dict[str, Any] = {"bootstrap_servers": settings["bootstrap_servers"]}
     if "client_id" in settings:
         options["client_id"] = settings["client_id"]
@@ -53,10 +54,12 @@ class Backoff:
         self.delay = 0.5
 
     async def wait(self) -> None:
+        """Sleep the current delay, then double it (up to MAX_BACKOFF)."""
         await asyncio.sleep(self.delay)
         self.delay = min(self.delay * 2, MAX_BACKOFF)
 
     def reset(self) -> None:
+        """Back to the shortest delay (the last attempt worked)."""
         self.delay = 0.5
 
 
