@@ -54,7 +54,8 @@ class _StatePipeline(bspump.Pipeline):
 
 def _pipeline(run_id: str, cells: int) -> _StatePipeline:
     run = RunInfo(role=ROLE_SHARD, run_id=run_id, key_groups=256)
-    p = _StatePipeline(bspump.Application(run=run), "StateBench", cells)
+    p = _StatePipeline(bspump.Application(run=run, arrays=shm.SharedArrays(run_id, 0)),
+                       "StateBench", cells)
     p.start(run)
     return p
 

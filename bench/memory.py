@@ -54,18 +54,19 @@ class P(bspump.Pipeline):
 
 case, n = sys.argv[1], int(sys.argv[2])
 run = RunInfo(role="shard", run_id=f"mem{{os.getpid()}}")
+arrays = shm.SharedArrays(run.run_id, 0)  # a worker's arrays, as its runtime gives them
 try:
     events = [{{"user_id": f"u{{i}}", "value": 1.0}} for i in range(n if case != "matrix" else 0)]
     base = rss()
     if case == "data":
         keep = [{{"n": 1, "sum": 1.0}} for _ in events]
     elif case == "sessions":
-        p = P(bspump.Application(run=run), "M", 0); p.start(run)
+        p = P(bspump.Application(run=run, arrays=arrays), "M", 0); p.start(run)
         for i in range(0, n, 10000):
             p.process_batch([1767225600.0] * len(events[i:i + 10000]), events[i:i + 10000])
         assert p.Processors[0].open_sessions == n
     else:
-        p = P(bspump.Application(run=run), "M", n); p.start(run)
+        p = P(bspump.Application(run=run, arrays=arrays), "M", n); p.start(run)
         p.m.Array[...] = 1.0
     print(json.dumps({{"case": case, "n": n, "rss_delta": rss() - base, "rss": rss()}}))
 finally:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bspump.processor import Analyzer, RestoreInfo
-from cluster.layout import stable_hash
+from bspump.keys import key_group
+from bspump.processor import Analyzer
+from bspump.state import RestoreInfo, StateReader, StateWriter
 
 if TYPE_CHECKING:
     from bspump.application import Application
     from bspump.pipeline import Pipeline
-    from cluster.checkpoint import ShardReader, ShardWriter
 
 
 @dataclass
@@ -102,15 +102,15 @@ class KeyedAnomalyDetector(Analyzer):
         """Nothing per worker: the windows are kept per key group (see _checkpoint)."""
         return None
 
-    def _checkpoint(self, writer: ShardWriter) -> None:
+    def _checkpoint(self, writer: StateWriter) -> None:
         run = self.App.Run
         groups = run.key_groups if run is not None else 256
         by_group: dict[int, list[list[Any]]] = {}
         for key, values in self._values.items():
-            by_group.setdefault(stable_hash(key) % groups, []).append([key, list(values)])
+            by_group.setdefault(key_group(key, groups), []).append([key, list(values)])
         writer.put_object(f"keyed.{self.Id}", by_group)
 
-    def _restore(self, readers: list[ShardReader], info: RestoreInfo) -> None:
+    def _restore(self, readers: Sequence[StateReader], info: RestoreInfo) -> None:
         for reader in readers:
             for entries in (reader.get_object(f"keyed.{self.Id}") or {}).values():
                 for key, values in entries:

@@ -7,11 +7,11 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bspump.file import _skip_line
+from bspump.errors import RecordError
+from bspump.file.source import skip_line
 from bspump.processor import NOTHING, Sink, Source, SourceBatch
-from cluster.errors import RecordError
-from cluster.outputs import dumps
-from cluster.records import decode_json, line_place, preview, too_large
+from bspump.records import decode_json, line_place, preview, too_large
+from bspump.resultfiles import dumps
 
 
 class NullSink(Sink):
@@ -59,7 +59,7 @@ class StdinSource(Source):
             place = line_place("stdin", self._line)
             body = line.rstrip(b"\r\n")
             if len(body) > limits.max_bytes:
-                size = len(line) + (0 if line.endswith(b"\n") else _skip_line(stdin))
+                size = len(line) + (0 if line.endswith(b"\n") else skip_line(stdin))
                 dead.append((preview(body), f"{place}: {too_large(size, limits)}"))
                 continue
             if not body.strip():

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cluster.errors import ConfigError
-from cluster.outputs import load_npy
+from bspump.errors import ConfigError
+from bspump.resultfiles import load_npy
 
 if TYPE_CHECKING:
     from bspump.application import Application

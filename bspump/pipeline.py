@@ -7,14 +7,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from bspump.errors import CheckpointError, ConfigError
 from bspump.processor import NOTHING as _NOTHING
-from bspump.processor import Processor, RestoreInfo, Sink, Source
-from cluster.errors import CheckpointError, ConfigError
+from bspump.processor import Processor, Sink, Source
+from bspump.state import RestoreInfo, StateReader, StateWriter
 
 if TYPE_CHECKING:
     from bspump.application import Application, RunInfo
     from bspump.batch import EventBatch
-    from cluster.checkpoint import ShardReader, ShardWriter
 
 
 class Pipeline:
@@ -223,14 +223,14 @@ class Pipeline:
     def _stateful(self) -> list[Processor]:
         return [*self.Processors, *([self.Sink] if self.Sink is not None else [])]
 
-    def checkpoint(self, writer: ShardWriter) -> None:
+    def checkpoint(self, writer: StateWriter) -> None:
         """Write this shard's state: processors, sink, and every matrix."""
         for p in self._stateful():
             p._checkpoint(writer)
         for mid, matrix in self.App.Matrices.items():
             writer.put_array(f"m.{mid}", matrix.Array)
 
-    def restore(self, readers: list[ShardReader], info: RestoreInfo) -> None:
+    def restore(self, readers: Sequence[StateReader], info: RestoreInfo) -> None:
         """Load this shard's part of a checkpoint written by ``len(readers)`` workers."""
         for mid, matrix in self.App.Matrices.items():
             matrix.Array[...] = 0  # a PersistentMatrix loaded from its path is in the checkpoint

@@ -9,19 +9,18 @@ also overrides the matching constructor argument.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cluster.errors import ConfigError
-from cluster.layout import Layout
-from cluster.records import Limits
+from bspump.errors import ConfigError
+from bspump.records import Limits
+from bspump.state import RestoreInfo, StateReader, StateWriter
 
 if TYPE_CHECKING:
     from bspump.application import Application, RunInfo
     from bspump.batch import EventBatch
     from bspump.pipeline import Pipeline
-    from cluster.checkpoint import ShardReader, ShardWriter
 
 _PLAIN = (type(None), bool, int, float, str, bytes)
 
@@ -42,33 +41,6 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
         return all(isinstance(k, (str, int)) and _is_plain(v, depth + 1)
                    for k, v in value.items())
     return False
-
-
-@dataclass(frozen=True)
-class RestoreInfo:
-    """Which parts of an old checkpoint this worker takes on restore.
-
-    Keyed state (sessions) follows its key to the worker that owns it now; summable
-    state (window counts, matrices) of old worker ``i`` goes to worker ``i mod workers``;
-    opaque analyzer state (``get_state``) of old worker ``i`` goes to worker ``i``.
-    """
-
-    worker: int
-    workers: int
-    old_workers: int
-    key_groups: int
-    layout: Layout = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layout", Layout(self.workers, self.key_groups))
-
-    def owns(self, key: Any) -> bool:
-        """Whether this worker owns ``key`` in the current layout."""
-        return self.layout.worker_of(key) == self.worker
-
-    def summable_from(self, old_worker: int) -> bool:
-        """Whether this worker adds old worker ``old_worker``'s summable state."""
-        return old_worker % self.workers == self.worker
 
 
 class ProcessorConfig(dict[str, Any]):
@@ -210,13 +182,13 @@ class Processor:
                 if isinstance(k, str) and not k.startswith("_"):
                     setattr(self, k, v)
 
-    def _checkpoint(self, writer: ShardWriter) -> None:
+    def _checkpoint(self, writer: StateWriter) -> None:
         """Write this piece's state into a checkpoint."""
         state = self.get_state()
         if state is not None:
             writer.put_object(f"state.{self.Id}", state)
 
-    def _restore(self, readers: list[ShardReader], info: RestoreInfo) -> None:
+    def _restore(self, readers: Sequence[StateReader], info: RestoreInfo) -> None:
         """Take this piece's state back from a checkpoint."""
         if info.worker < len(readers):
             state = readers[info.worker].get_object(f"state.{self.Id}")

@@ -1,28 +1,34 @@
-"""The exception tree of bspump-cluster."""
+"""The exception tree of bspump-cluster: bspump's errors and the runtime's own.
 
+The errors a user's pipeline meets (:class:`ConfigError`, :class:`RecordError`,
+:class:`CheckpointError`, :class:`OutputError`) are defined in :mod:`bspump.errors`;
+they are the same classes here. :class:`ClusterError` is their root, so
+``except ClusterError`` catches every error raised on purpose, from either package.
+"""
 
-class ClusterError(Exception):
-    """Base of every error this project raises on purpose."""
+from bspump.errors import BSPumpError, CheckpointError, ConfigError, OutputError, RecordError
 
+ClusterError = BSPumpError
 
-class ConfigError(ClusterError):
-    """The configuration is broken; the message names the file, section and key."""
+__all__ = [
+    "CheckpointError",
+    "ClusterError",
+    "ConfigError",
+    "LayoutError",
+    "OutputError",
+    "RecordError",
+    "SharedMemoryError",
+    "StartRefused",
+    "WorkerDied",
+]
 
 
 class LayoutError(ClusterError):
     """The shard layout cannot be built from the given workers and key groups."""
 
 
-class RecordError(ClusterError):
-    """One input record cannot be processed; it goes to the dead letters."""
-
-
 class SharedMemoryError(ClusterError):
     """A shared-memory segment cannot be created or attached."""
-
-
-class CheckpointError(ClusterError):
-    """A checkpoint is incomplete, corrupt or cannot be written."""
 
 
 class WorkerDied(ClusterError):
@@ -31,7 +37,3 @@ class WorkerDied(ClusterError):
 
 class StartRefused(ClusterError):
     """The run cannot start without harming another run or earlier results; nothing was touched."""
-
-
-class OutputError(ClusterError):
-    """A result file cannot be written safely (a link, FIFO or device at its path)."""

@@ -1,42 +1,23 @@
-"""Shard layout: keys hash into key groups, key groups map onto workers.
+"""Shard layout: which key groups each worker owns, and the shard key of an event.
 
-A key's group is ``crc32(key bytes) mod key_groups``: stable across processes,
-hosts and Python versions (Python's ``hash()`` is salted per process). Worker ``k``
-of ``n`` owns the contiguous range of groups ``g`` with ``g * n // key_groups == k``,
-so a checkpoint stored per key group can be restored onto any number of workers.
+The rule itself (a key's group is ``crc32(key bytes) mod key_groups``; worker ``k`` of
+``n`` owns the groups ``g`` with ``g * n // key_groups == k``) is :mod:`bspump.keys`,
+which analyzers use too; :class:`Layout` applies it for one number of workers.
 """
 
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bspump.keys import key_bytes, stable_hash, worker_of_group
 from cluster.config import ShardKeySpec
 from cluster.errors import LayoutError, RecordError
 
-
-def key_bytes(key: Any) -> bytes:
-    """The canonical bytes of a key: the same value always gives the same bytes."""
-    if isinstance(key, str):
-        return key.encode("utf-8", "surrogatepass")
-    if isinstance(key, int):
-        # bool included: True == 1 in every dict a worker keeps, so it must route like 1.
-        return str(int(key)).encode("ascii")
-    if isinstance(key, float):
-        return (str(int(key)) if key.is_integer() else repr(key)).encode("ascii")
-    if isinstance(key, bytes):
-        return key
-    if isinstance(key, (list, tuple)):
-        return b"\x1f".join(key_bytes(k) for k in key)
-    return str(key).encode("utf-8", "surrogatepass")
-
-
-def stable_hash(key: Any) -> int:
-    """A 32-bit hash of the key that never changes between runs."""
-    return zlib.crc32(key_bytes(key))
+__all__ = ["KeyExtractor", "Layout", "check_key", "geo_cell", "key_bytes", "key_extractor",
+           "stable_hash"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +40,12 @@ class Layout:
 
     def worker_of_group(self, group: int) -> int:
         """The worker that owns a key group."""
-        return group * self.workers // self.key_groups
+        return worker_of_group(group, self.workers, self.key_groups)
 
     def worker_of(self, key: Any) -> int:
         """The worker that owns a key."""
-        return self.worker_of_group(stable_hash(key) % self.key_groups)
+        return worker_of_group(stable_hash(key) % self.key_groups, self.workers,
+                               self.key_groups)
 
     def groups_of(self, worker: int) -> range:
         """The key groups a worker owns, as a range."""

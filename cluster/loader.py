@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import traceback
 
-from bspump.application import Application, RunInfo
+from bspump.application import ROLE_SHARD, Application, RunInfo
 from bspump.pipeline import Pipeline
 from bspump.processor import Sink, Source
 from cluster.config import ClusterSettings, import_object
 from cluster.errors import ClusterError, ConfigError
+from cluster.shm import SharedArrays
 
 
 def _fail(settings: ClusterSettings, section: str, key: str, what: str,
@@ -23,7 +24,9 @@ def _fail(settings: ClusterSettings, section: str, key: str, what: str,
 def load_pipeline(settings: ClusterSettings, run: RunInfo) -> tuple[Application, Pipeline]:
     """Import and build the pipeline, apply source/sink overrides, validate the config."""
     cfg = settings.config
-    app = Application(cfg, run=run)
+    # A worker's arrays live in shared memory, where the coordinator merges them in place.
+    arrays = SharedArrays(run.run_id, run.worker) if run.role == ROLE_SHARD else None
+    app = Application(cfg, run=run, arrays=arrays)
     cls = import_object(cfg, "cluster", "pipeline", settings.pipeline)
     if not (isinstance(cls, type) and issubclass(cls, Pipeline)):
         raise cfg.error("cluster", "pipeline", f"{settings.pipeline} is not a bspump.Pipeline")

@@ -7,12 +7,12 @@ runner), so lines from several workers never cut into each other. Whole files
 
 Result files hold user ids: they are created owner-only (``[cluster] file_mode``,
 default 0600), and never opened through a symbolic link, which could point a write
-or a truncation at any file the user may write.
+or a truncation at any file the user may write (:mod:`bspump.resultfiles`, which the
+pipeline's file sink uses too, opens and cuts them).
 """
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
@@ -20,83 +20,24 @@ import stat
 from pathlib import Path
 from typing import IO, Any
 
-import msgspec
 import numpy as np
 
-from cluster.errors import OutputError
+from bspump.resultfiles import (
+    FILE_MODE,
+    dumps,
+    json_default,
+    load_npy,
+    open_append,
+    truncate_result,
+)
 
-FILE_MODE = 0o600
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return bytes(obj).decode("utf-8", "replace")
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    return repr(obj)
-
-
-_encoder = msgspec.json.Encoder(enc_hook=_json_default)
-
-
-def dumps(obj: Any) -> str:
-    """JSON for a result line; anything JSON cannot hold becomes its closest text."""
-    try:
-        return _encoder.encode(obj).decode()
-    except (TypeError, ValueError, OverflowError):
-        # Keys JSON cannot have, huge integers...: the standard library is more lenient.
-        return json.dumps(obj, default=_json_default, ensure_ascii=False)
+__all__ = ["FILE_MODE", "JsonLinesWriter", "RunOutputs", "atomic_write_bytes", "dumps",
+           "fsync_dir", "load_npy", "number", "open_append", "save_npy", "truncate_result"]
 
 
 def number(x: float) -> int | float:
     """An integral float as int, so counts and epoch seconds print without ``.0``."""
     return int(x) if float(x).is_integer() else float(x)
-
-
-def _open_result(path: Path, flags: int, mode: int) -> int:
-    """Open a result file without following a link or blocking on a FIFO; a descriptor.
-
-    Anything but a regular file (a link, FIFO, device, folder) is refused with an
-    OutputError naming the path.
-    """
-    try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise OutputError(f"{path}: is a symbolic link; result files are not written "
-                              "through links (remove it or choose another output_dir)") from None
-        if e.errno in (errno.ENXIO, errno.EISDIR):
-            raise OutputError(f"{path}: not a regular file") from None
-        raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OutputError(f"{path}: not a regular file")
-    return fd
-
-
-def open_append(path: Path, mode: int = FILE_MODE) -> IO[str]:
-    """Open a result file for appending: created with ``mode``, never through a link."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _open_result(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
-    try:
-        os.fchmod(fd, mode)  # a file from an earlier run may have looser bits
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "a", encoding="utf-8", buffering=1 << 16)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def truncate_result(path: Path, length: int) -> None:
-    """Cut a result file to at most ``length`` bytes, never through a link."""
-    fd = _open_result(path, os.O_WRONLY, FILE_MODE)
-    try:
-        os.ftruncate(fd, min(length, os.fstat(fd).st_size))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class JsonLinesWriter:
@@ -202,12 +143,6 @@ def save_npy(path: Path, array: np.ndarray, mode: int = FILE_MODE) -> None:
     atomic_write_bytes(path, buf.getvalue(), mode)
 
 
-def load_npy(path: Path) -> np.ndarray:
-    """Load an ``.npy`` file without ever unpickling."""
-    result: np.ndarray = np.load(path, allow_pickle=False)
-    return result
-
-
 # The per-analyzer result files: <pipeline>.<analyzer>.<kind>.jsonl
 RESULT_KINDS = ("windows", "sessions", "anomalies")
 
@@ -304,5 +239,5 @@ class RunOutputs:
     def write_summary(self, summary: dict[str, Any]) -> None:
         """``summary.json``: the figures of the run."""
         atomic_write_bytes(self.dir / "summary.json",
-                           json.dumps(summary, indent=2, default=_json_default).encode(),
+                           json.dumps(summary, indent=2, default=json_default).encode(),
                            self.mode)

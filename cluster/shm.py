@@ -12,10 +12,11 @@ import mmap
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from cluster.errors import SharedMemoryError
+from cluster.errors import ConfigError, SharedMemoryError
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "bspc-"
@@ -87,6 +88,66 @@ class Segment:
     def unlink(self) -> None:
         """Remove the name; the mapping stays valid until closed."""
         (SHM_DIR / self.name).unlink(missing_ok=True)
+
+
+class SharedArrays:
+    """A worker's arrays in shared memory: bspump's :class:`~bspump.arrays.ArrayAllocator`.
+
+    The worker's runtime hands it to the Application, so matrices and window rings live
+    in segments named ``bspc-<run id>-w<worker>-<logical name>`` that the coordinator
+    maps from the worker's hello and reports.
+    """
+
+    def __init__(self, run_id: str, worker: int) -> None:
+        self.run_id = run_id
+        self.worker = worker
+        self.segments: dict[str, Segment] = {}
+        # Logical name -> how many times its array was replaced by a bigger one.
+        self._generations: dict[str, int] = {}
+        # Logical names whose current segment someone else has been told about.
+        self._announced: set[str] = set()
+
+    def _name(self, logical: str) -> str:
+        return segment_name(self.run_id, f"w{self.worker}", logical)
+
+    def allocate(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A zeroed array in a new segment."""
+        if name in self.segments:
+            raise ConfigError(f"two shared arrays named {name!r}")
+        seg = Segment.create(self._name(name), shape, dtype)
+        self.segments[name] = seg
+        return seg.array
+
+    def reallocate(self, name: str, old: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """A new segment named with the next generation (``<name>.g1``, ``.g2``, ...).
+
+        Names stay unique within the run. The old segment's name is removed here only
+        if nobody was told about it (:meth:`segment_info`); otherwise the coordinator
+        removes it once it has mapped the new one, because it may still have to map the
+        old one from a report it has not read yet.
+        """
+        generation = self._generations.get(name, 0) + 1
+        seg = Segment.create(self._name(f"{name}.g{generation}"), shape, old.dtype)
+        seg.array[tuple(slice(0, n) for n in old.shape)] = old
+        previous = self.segments[name]
+        if name not in self._announced:
+            previous.unlink()
+        self._announced.discard(name)
+        self._generations[name] = generation
+        self.segments[name] = seg
+        return seg.array
+
+    def segment_info(self, name: str) -> list[object] | None:
+        """[segment name, shape, dtype] of ``name``'s segment, now told to the coordinator."""
+        seg = self.segments.get(name)
+        if seg is None:
+            return None
+        self._announced.add(name)
+        return [seg.name, list(seg.array.shape), seg.array.dtype.str]
+
+    def shared_names(self) -> list[str]:
+        """Every logical name with a segment."""
+        return list(self.segments)
 
 
 def unlink_run(run_id: str) -> int:

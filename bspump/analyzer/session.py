@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from bspump.processor import Analyzer, RestoreInfo
-from cluster.layout import stable_hash
+from bspump.keys import key_group
+from bspump.processor import Analyzer
+from bspump.state import RestoreInfo, StateReader, StateWriter
 
 if TYPE_CHECKING:
     from bspump.application import Application
     from bspump.pipeline import Pipeline
-    from cluster.checkpoint import ShardReader, ShardWriter
 
 
 class _Session:
@@ -128,7 +128,7 @@ class SessionAnalyzer(Analyzer):
         for session_id, s in list(self._sessions.items()):
             self._end(session_id, s)
 
-    def _checkpoint(self, writer: ShardWriter) -> None:
+    def _checkpoint(self, writer: StateWriter) -> None:
         """Open sessions by key group, so they can move to whichever worker owns them next."""
         super()._checkpoint(writer)
         run = self.App.Run
@@ -146,11 +146,11 @@ class SessionAnalyzer(Analyzer):
                     "processor": self.Id, "event_time": s.last,
                     "record": {"session_id": repr(session_id)}})
                 continue
-            g = stable_hash(session_id) % groups
+            g = key_group(session_id, groups)
             by_group.setdefault(g, []).append([session_id, s.first, s.last, s.events, data])
         writer.put_object(f"sessions.{self.Id}", by_group)
 
-    def _restore(self, readers: list[ShardReader], info: RestoreInfo) -> None:
+    def _restore(self, readers: Sequence[StateReader], info: RestoreInfo) -> None:
         """Take every open session whose key this worker owns now, from all old workers."""
         super()._restore(readers, info)
         found: list[tuple[float, Any, _Session]] = []

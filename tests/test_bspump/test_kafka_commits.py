@@ -35,7 +35,8 @@ def _consumer_of(source: kafka.KafkaSource, monkeypatch: pytest.MonkeyPatch) -> 
         built.append(make())
         raise _Built
 
-    monkeypatch.setattr(kafka, "start_consumer", capture)
+    # Where the source looks it up: bspump/kafka/source.py.
+    monkeypatch.setattr(kafka.source, "start_consumer", capture)
 
     async def start() -> None:
         try:

@@ -28,7 +28,7 @@ from bspump.processor import RestoreInfo
 from cluster.checkpoint import ShardReader, ShardWriter
 from cluster.config import Config
 from cluster.merge import WindowMerger
-from cluster.shm import SHM_DIR, Segment, unlink_run
+from cluster.shm import SHM_DIR, Segment, SharedArrays, unlink_run
 
 T0 = 1767225600.0  # a multiple of 60
 RES = 60.0
@@ -61,7 +61,9 @@ def shard(run_ids: list[str], worker: int = 0, workers: int = 1, **keys: Any) ->
         f"{k} = {v}\n" for k, v in keys.items())
     run = bspump.RunInfo(role="shard", run_id=rid, worker=worker, workers=workers,
                          ring_span=SPAN, key_groups=16)
-    app = bspump.Application(Config.from_string(text, name="keys.ini"), run=run)
+    # As a worker's runtime does: the ring goes to shared memory.
+    app = bspump.Application(Config.from_string(text, name="keys.ini"), run=run,
+                             arrays=SharedArrays(rid, worker))
     p = KeyPipeline(app, "P")
     p.start(run)
     return p
@@ -350,7 +352,8 @@ def test_keys_counted_in_on_tick_take_no_row_freed_for_data(run_ids: list[str]) 
     run_ids.append(rid)
     run = bspump.RunInfo(role="shard", run_id=rid, ring_span=SPAN, key_groups=16)
     text = "[pipeline:P:TickKeys]\ncount_field = k\nmax_keys = 8\n"
-    p = TickPipeline(bspump.Application(Config.from_string(text, name="t.ini"), run=run), "P")
+    p = TickPipeline(bspump.Application(Config.from_string(text, name="t.ini"), run=run,
+                                        arrays=SharedArrays(rid, 0)), "P")
     p.start(run)
     coord = Coordinator([p])
     rng = np.random.default_rng(2)
