@@ -368,7 +368,7 @@ def parse_file_mode(cfg: Config) -> int:
 
 def partition_folder(partition: str) -> str:
     """``events:3`` -> ``events-3``: the folder of a partition task's results and checkpoints."""
-    topic, _, number = partition.rpartition(":")
+    topic, number = parse_partition(partition)
     return f"{topic}-{number}"
 
 

@@ -26,6 +26,7 @@ from cluster.checkpoint import ShardReader, ShardWriter
 from cluster.config import ClusterSettings
 from cluster.errors import ClusterError
 from cluster.loader import load_pipeline
+from cluster.process import die_with_parent
 from cluster.records import preview
 
 log = logging.getLogger("bspump-cluster.worker")
@@ -164,22 +165,9 @@ class LineCapture(io.TextIOBase):
         return text[:cut]
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL us when the supervisor dies, so no worker is orphaned."""
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
 def serve(settings: ClusterSettings, run: RunInfo, run_dir: str, parent_pid: int) -> int:
     """The worker process: connect, say hello, handle messages until END or STOP."""
-    _die_with_parent()
+    die_with_parent()  # the supervisor asked already (preexec); this holds if started otherwise
     if os.getppid() != parent_pid:
         return 1
     ctx = zmq.Context()
@@ -267,5 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                   key_groups=settings.key_groups)
     started = time.monotonic()
     rc = serve(settings, run, args.run_dir, args.parent)
-    log.debug("exit %d after %.1f s", rc, time.monotonic() - started)
+    took = time.monotonic() - started
+    log.debug("exit %d after %.1f s", rc, took,
+              extra={"event": "worker_exit", "exit_code": rc, "duration_s": took})
     return rc
