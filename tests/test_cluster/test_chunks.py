@@ -74,5 +74,5 @@ def test_the_event_time_range_is_one_rule_for_scalars_and_arrays(t: float, insid
     if inside:
         assert parse_event_time(t) == t
     else:
-        with pytest.raises(RecordError, match="outside 1970..3000"):
+        with pytest.raises(RecordError, match=r"outside 1970\.\.3000"):
             parse_event_time(t)

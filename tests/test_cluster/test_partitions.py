@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,23 +51,12 @@ def _row(partition: str, read: int, lag: int | None, age: float, rate: float = 0
             "late_events": 1, "watermark": None, "checkpoint_age_s": age, "lag": lag}
 
 
-@pytest.fixture
-def json_log() -> Iterator[io.StringIO]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    buf = io.StringIO()
-    logs.setup("supervisor", fmt="json", stream=buf)
-    yield buf
-    for h in list(root.handlers):
-        if h not in handlers:
-            root.removeHandler(h)
-    root.setLevel(level)
-
-
-def test_the_report_line_carries_its_figures_as_fields(json_log: io.StringIO) -> None:
-    report([_row("ev:0", 1500, 40, 3.2, rate=120.0), _row("ev:1", 500, None, 7.6),
-            {"partition": "ev:2", "checkpoint_id": None}])
-    line = json.loads(json_log.getvalue())
+def test_the_report_line_carries_its_figures_as_fields(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="bspump-cluster.member"):
+        report([_row("ev:0", 1500, 40, 3.2, rate=120.0), _row("ev:1", 500, None, 7.6),
+                {"partition": "ev:2", "checkpoint_id": None}])
+    (record,) = caplog.records
+    line = json.loads(logs.JsonFormatter("supervisor").format(record))
     assert line["event"] == "partitions_report"
     assert line["message"] == ("partitions ev:0, ev:1: 2,000 records read (120/s), 40 behind "
                                "the end, 4 dead letters, 2 late; checkpoints 8 s old")
