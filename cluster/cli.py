@@ -16,7 +16,7 @@ from typing import Any
 
 from cluster import checkpoint, exits, logs, supervisor
 from cluster.config import ClusterSettings, Config, load_cluster_settings, parse_partition
-from cluster.errors import ClusterError, ConfigError, StartRefused
+from cluster.errors import ClusterError, ConfigError
 from cluster.layout import Layout
 
 
@@ -345,15 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc: int = args.func(args)
         return rc
-    except ConfigError as e:
-        print(f"bspump-cluster: config error: {e}", file=sys.stderr)
-        return exits.CONFIG
-    except StartRefused as e:
-        print(f"bspump-cluster: not started: {e}", file=sys.stderr)
-        return exits.REFUSED
     except ClusterError as e:
-        print(f"bspump-cluster: {e}", file=sys.stderr)
-        return exits.FAILED
+        return exits.report_error(e)
 
 
 if __name__ == "__main__":
