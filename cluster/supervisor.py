@@ -35,7 +35,7 @@ from cluster import dirlock, exits, shm
 from cluster.config import ClusterSettings
 from cluster.errors import StartRefused
 from cluster.exits import describe_exit
-from cluster.process import child_setup
+from cluster.process import child_arguments, child_setup
 
 log = logging.getLogger("bspump-cluster")
 
@@ -99,13 +99,10 @@ class Supervisor:
                      extra={"event": "cleanup", "run_folders": len(folders)})
         s = self.settings
         read_fd, write_fd = os.pipe()
-        common = ["--config", str(s.config_path), "--run-id", self.run_id,
-                  "--run-dir", str(self.run_dir), "--output-dir", str(s.output_dir)]
-        if s.partition is not None:
-            common += ["--partition", s.partition]
+        common = child_arguments(s, self.run_id, self.run_dir, self.workers)
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
-            args = [*common, "--workers", str(self.workers), "--ready-fd", str(write_fd)]
+            args = [*common, "--ready-fd", str(write_fd)]
             if self.in_process:
                 args.append("--in-process")
             if self.fresh and self.restarts == 0:
@@ -121,7 +118,6 @@ class Supervisor:
             if not self.in_process:
                 for w in range(self.workers):
                     argv = self._python("workers", *common, "--worker", str(w),
-                                        "--workers", str(self.workers),
                                         "--parent", str(os.getpid()),
                                         "--ring-span", ring_span)
                     self.worker_procs.append(

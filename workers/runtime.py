@@ -227,27 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m workers``: started by the supervisor, never by hand."""
     import argparse
     import signal
-    from pathlib import Path
 
-    from cluster.config import Config, load_cluster_settings
+    from cluster.process import add_child_arguments, child_settings
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     ap = argparse.ArgumentParser(prog="python -m workers")
-    ap.add_argument("--config", required=True)
+    add_child_arguments(ap)
     ap.add_argument("--worker", type=int, required=True)
-    ap.add_argument("--workers", type=int, required=True)
-    ap.add_argument("--run-id", required=True)
-    ap.add_argument("--run-dir", required=True)
-    ap.add_argument("--output-dir", required=True)
-    ap.add_argument("--partition")
     ap.add_argument("--parent", type=int, required=True)
     ap.add_argument("--ring-span", type=float, required=True)
     args = ap.parse_args(argv)
     from cluster.logs import setup as setup_logging
     setup_logging("worker", worker=args.worker)  # text, or JSON (--log-format json on run)
-    cfg = Config.load(args.config)
-    settings = load_cluster_settings(cfg, Path(args.config), workers=args.workers,
-                                     output_dir=args.output_dir, partition=args.partition)
+    settings = child_settings(args)
     run = RunInfo(role=ROLE_SHARD, run_id=args.run_id, worker=args.worker, workers=args.workers,
                   output_dir=settings.output_dir,
                   event_time=settings.routing.time_field is not None,

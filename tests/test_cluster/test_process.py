@@ -65,3 +65,25 @@ def _alive(pid: int) -> bool:
         return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(") ")[1][:1]
     except FileNotFoundError:
         return False
+
+
+def test_a_child_reads_back_the_run_its_parent_describes(tmp_path: Path) -> None:
+    import argparse
+
+    from cluster.config import Config, load_cluster_settings
+    from cluster.process import add_child_arguments, child_arguments, child_settings
+    from tests.conftest import CONFIGS, SEED_CONFIG
+
+    cfg = tmp_path / "c.ini"
+    cfg.write_text(SEED_CONFIG.format(configs=CONFIGS, input=tmp_path / "in.jsonl",
+                                      persistent=tmp_path / "p"))
+    for partition in (None, "my:topic:3"):
+        parent = load_cluster_settings(Config.load(cfg), cfg, workers=3,
+                                       output_dir=str(tmp_path / "out"), partition=partition)
+        ap = argparse.ArgumentParser()
+        add_child_arguments(ap)
+        args = ap.parse_args(child_arguments(parent, "42.ab", tmp_path / "run", 3))
+        assert (args.run_id, args.run_dir) == ("42.ab", str(tmp_path / "run"))
+        child = child_settings(args)
+        assert (child.workers, child.output_dir, child.partition, child.checkpoint_dir) == \
+            (parent.workers, parent.output_dir, parent.partition, parent.checkpoint_dir)
