@@ -70,7 +70,7 @@ def _placed(where: Callable[[int], str] | None, i: int, error: RecordError) -> s
 
 
 class Intake:
-    """Routes records to workers and keeps the watermark (see module docstring)."""
+    """Routes records to workers; its :class:`EventClock` (``time``) keeps the watermark."""
 
     def __init__(self, routing: PipelineSettings, layout: Layout, tick: float,
                  limits: Limits | None = None) -> None:
