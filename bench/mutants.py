@@ -64,12 +64,12 @@ TC = "tests/test_cluster/test_checkpoint.py"
 # The maintained list. Keep each catching test as near to the rule as it can be (a unit
 # test before an integration test); add a mutant when a rule lands.
 MUTANTS: tuple[Mutant, ...] = (
-    Mutant("watermark-lateness", "cluster/intake.py",
+    Mutant("watermark-lateness", "cluster/eventtime.py",
            "w_after = np.maximum(cm - self.lateness, self.watermark)",
            "w_after = np.maximum(cm, self.watermark)",
            (TI + "::test_lateness_is_judged_against_the_watermark_before_each_record",
             TI + "::test_lateness_carries_over_between_batches")),
-    Mutant("late-rule", "cluster/intake.py",
+    Mutant("late-rule", "cluster/eventtime.py",
            "late = times < w_before",
            "late = times <= w_before",
            (TI + "::test_a_record_at_the_watermark_is_not_late",

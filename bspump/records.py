@@ -239,9 +239,17 @@ def parse_event_time(value: Any) -> float:
             t = dt.timestamp()
     else:
         raise RecordError(f"event time has type {type(value).__name__}")
-    if not (MIN_TIME <= t < MAX_TIME) or math.isnan(t):
+    if not in_time_range(t):
         raise RecordError(time_out_of_range(value))
     return t
+
+
+def in_time_range(t: Any) -> Any:
+    """Whether event time ``t`` (a float, or elementwise for an array) is in 1970..3000.
+
+    NaN is out of range: every comparison with it is false.
+    """
+    return (t >= MIN_TIME) & (t < MAX_TIME)
 
 
 def time_out_of_range(value: Any) -> str:

@@ -332,7 +332,8 @@ def newest_complete(directory: Path) -> Checkpoint | None:
         verify(cp)
         if cp.complete:
             return cp
-        log.warning("skipping checkpoint %s: %s", cp.path, cp.problem)
+        log.warning("skipping checkpoint %s: %s", cp.path, cp.problem,
+                    extra={"event": "checkpoint_skipped", "path": cp.path, "problem": cp.problem})
     return None
 
 

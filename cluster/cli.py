@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from cluster import checkpoint, exits, logs, supervisor
-from cluster.config import ClusterSettings, Config, load_cluster_settings
-from cluster.errors import ClusterError, ConfigError, StartRefused
+from cluster.config import ClusterSettings, Config, load_cluster_settings, parse_partition
+from cluster.errors import ClusterError, ConfigError
 from cluster.layout import Layout
 
 
@@ -44,7 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         rc = member.run(settings, in_process=args.in_process)
     else:
         rc = supervisor.run(settings, in_process=args.in_process, fresh=args.fresh)
-    log.info("run ended: %s (exit code %d)", exits.outcome(rc), rc)
+    outcome = exits.outcome(rc)
+    log.info("run ended: %s (exit code %d)", outcome, rc,
+             extra={"event": "stop", "outcome": outcome, "exit_code": rc})
     return rc
 
 
@@ -219,21 +221,16 @@ def format_partitions(rows: list[dict[str, Any]]) -> list[str]:
                       for i, c in enumerate(row)).rstrip() for row in table]
 
 
-def _partition_order(partition: str) -> tuple[str, int]:
-    topic, _, number = partition.rpartition(":")
-    return topic, int(number)
-
-
 def _partitions_status(settings: ClusterSettings, as_json: bool) -> int:
     """``status`` with ``tasks = partition``: every partition, read from the shared location."""
-    from cluster.member import partition_checkpoint_dirs, partition_status
+    from cluster.partition_figures import partition_checkpoint_dirs, partition_status
 
     dirs = partition_checkpoint_dirs(settings)
     if not dirs:
         where = settings.checkpoint_dir if settings.checkpoint_dir_set else settings.output_dir
         print(f"bspump-cluster: no partition has a checkpoint in {where} yet", file=sys.stderr)
         return exits.FAILED
-    rows = [partition_status(p, dirs[p]) for p in sorted(dirs, key=_partition_order)]
+    rows = [partition_status(p, dirs[p]) for p in sorted(dirs, key=parse_partition)]
     if as_json:
         print(json.dumps(rows, indent=1))
     else:
@@ -261,7 +258,7 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
         return 0
     if settings.tasks != "partition":
         return _list_checkpoints(settings.checkpoint_dir, args.verify)
-    from cluster.member import partition_checkpoint_dirs
+    from cluster.partition_figures import partition_checkpoint_dirs
 
     dirs = partition_checkpoint_dirs(settings)
     if args.task_partition is not None:
@@ -274,7 +271,7 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
         print("with tasks = partition, name the partition of checkpoint "
               f"{args.verify}: --partition TOPIC:N", file=sys.stderr)
         return exits.FAILED
-    for partition in sorted(dirs, key=_partition_order):
+    for partition in sorted(dirs, key=parse_partition):
         print(f"partition {partition}: ", end="")
         _list_checkpoints(dirs[partition], None)
     return 0
@@ -348,15 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc: int = args.func(args)
         return rc
-    except ConfigError as e:
-        print(f"bspump-cluster: config error: {e}", file=sys.stderr)
-        return exits.CONFIG
-    except StartRefused as e:
-        print(f"bspump-cluster: not started: {e}", file=sys.stderr)
-        return exits.REFUSED
     except ClusterError as e:
-        print(f"bspump-cluster: {e}", file=sys.stderr)
-        return exits.FAILED
+        return exits.report_error(e)
 
 
 if __name__ == "__main__":

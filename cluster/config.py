@@ -190,7 +190,7 @@ def _parse_http(cfg: Config) -> tuple[str, int] | None:
 
 def partition_folder(partition: str) -> str:
     """``events:3`` -> ``events-3``: the folder of a partition task's results and checkpoints."""
-    topic, _, number = partition.rpartition(":")
+    topic, number = parse_partition(partition)
     return f"{topic}-{number}"
 
 

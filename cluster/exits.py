@@ -20,6 +20,10 @@ code  meaning
 from __future__ import annotations
 
 import signal
+import sys
+from typing import IO
+
+from cluster.errors import ClusterError, ConfigError, StartRefused
 
 OK = 0
 FAILED = 1
@@ -56,3 +60,19 @@ def describe_exit(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
+
+
+def report_error(error: ClusterError, stream: IO[str] | None = None) -> int:
+    """Print a refusal the way every process prints it; its exit code.
+
+    A broken config exits 2, a refused start 5, any other cluster error 1.
+    """
+    out = stream if stream is not None else sys.stderr
+    if isinstance(error, ConfigError):
+        print(f"bspump-cluster: config error: {error}", file=out)
+        return CONFIG
+    if isinstance(error, StartRefused):
+        print(f"bspump-cluster: not started: {error}", file=out)
+        return REFUSED
+    print(f"bspump-cluster: {error}", file=out)
+    return FAILED

@@ -2,16 +2,15 @@
 
 The coordinator (and the in-process topology) feed every record through one
 :class:`Intake`. It decodes only what routing needs (the shard key and the event
-time), decides lateness against the watermark *before* the record, and cuts the
-stream into chunks: the data of a chunk is sent first, then its watermark, so a
-worker never sees a watermark that overtakes data it has not received.
+time) and finds each record's worker; :class:`cluster.eventtime.EventClock` then
+decides lateness against the watermark *before* the record and cuts the stream into
+:class:`cluster.chunks.Chunk` s: the data of a chunk is sent first, then its watermark,
+so a worker never sees a watermark that overtakes data it has not received.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter
 from typing import Any
@@ -19,17 +18,18 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from cluster.chunks import Chunk, IntakeResult, Rejected, empty_chunk
 from cluster.config import PipelineSettings
 from cluster.errors import RecordError
-from cluster.jumps import Held, JumpGuard
+from cluster.eventtime import EventClock
+from cluster.jumps import JumpGuard
 from cluster.layout import Layout, check_key, geo_cell, key_extractor
 from cluster.records import (
     BOM,
-    MAX_TIME,
-    MIN_TIME,
     Limits,
     batch_may_be_too_deep,
     depth_exceeds,
+    in_time_range,
     parse_event_time,
     preview,
     preview_object,
@@ -64,59 +64,21 @@ _get_t = attrgetter("t")
 _get_k = attrgetter("k")
 
 
-@dataclass
-class Chunk:
-    """Per-worker data, then (optionally) a watermark to send to every worker."""
-
-    times: list[list[float]]
-    events: list[list[Any]]
-    watermark: float | None = None
-
-
-@dataclass
-class Rejected:
-    """A record that does not enter the pipeline: a dead letter or a late event."""
-
-    record: Any
-    reason: str
-    event_time: float | None = None
-
-
-@dataclass
-class IntakeResult:
-    """What one source batch turned into."""
-
-    chunks: list[Chunk] = field(default_factory=list)
-    dead: list[Rejected] = field(default_factory=list)
-    late: list[Rejected] = field(default_factory=list)
-    accepted: int = 0
-    # Change in the number of held records (see cluster.jumps): a batch's records are
-    # accepted + dead + late + held; a release or a refusal moves held ones on.
-    held: int = 0
-
-
 def _placed(where: Callable[[int], str] | None, i: int, error: RecordError) -> str:
     """A dead letter's reason, after the record's place when it is known."""
     return f"{where(i)}: {error}" if where is not None else str(error)
 
 
 class Intake:
-    """Routes records to workers and keeps the watermark (see module docstring)."""
+    """Routes records to workers; its :class:`EventClock` (``time``) keeps the watermark."""
 
     def __init__(self, routing: PipelineSettings, layout: Layout, tick: float,
                  limits: Limits | None = None) -> None:
-        if not tick > 0:
-            raise ValueError("tick must be positive")
         self.limits = limits or Limits()
         self.routing = routing
         self.layout = layout
-        self.tick = tick
-        self.lateness = routing.allowed_lateness
-        self.event_time = routing.time_field is not None
-        self.watermark = -math.inf
-        self.max_time = -math.inf
-        self._next_boundary = -math.inf
-        self.jumps = JumpGuard(routing.max_time_jump if self.event_time else 0.0,
+        self.time = EventClock(layout.workers, tick, routing.allowed_lateness,
+                               routing.time_field is not None, routing.max_time_jump,
                                routing.time_jump_confirm)
         self._key = key_extractor(routing.shard_key)
         self._time_field = routing.time_field
@@ -126,9 +88,40 @@ class Intake:
         self._decode_all = msgspec.json.Decoder(list[route])  # type: ignore[valid-type]
         self._decode_one: msgspec.json.Decoder[Any] = msgspec.json.Decoder(route)
 
-    def _new_chunk(self) -> Chunk:
-        n = self.layout.workers
-        return Chunk([[] for _ in range(n)], [[] for _ in range(n)])
+    # -- the event-time side, kept in self.time -------------------------------------------
+
+    @property
+    def watermark(self) -> float:
+        """The watermark after the records fed so far (-inf before any)."""
+        return self.time.watermark
+
+    @property
+    def max_time(self) -> float:
+        """The newest event time accepted so far (-inf before any)."""
+        return self.time.max_time
+
+    @property
+    def jumps(self) -> JumpGuard:
+        """The far-ahead records held now, and the counts of those released and refused."""
+        return self.time.jumps
+
+    def release_held(self) -> IntakeResult:
+        """End of input: records still held go in (nothing contradicted their jump)."""
+        return self.time.release_held()
+
+    def state(self) -> dict[str, Any]:
+        """Watermark bookkeeping and held records, for a checkpoint manifest."""
+        return self.time.state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state`."""
+        self.time.set_state(state)
+
+    def clock(self, now: float) -> float | None:
+        """Processing time: the watermark to send at wall-clock ``now``, if a tick passed."""
+        return self.time.clock(now)
+
+    # -- routing ---------------------------------------------------------------------------
 
     def _worker(self, key: Any) -> int:
         try:
@@ -253,7 +246,7 @@ class Intake:
                 times = np.full(n, now if now is not None else 0.0)
             else:
                 times = np.fromiter(map(_get_t, routes), dtype=np.float64, count=n)
-                if not ((times >= MIN_TIME) & (times < MAX_TIME)).all():
+                if not in_time_range(times).all():
                     return False
             cache = self._cache
             keys = list(map(_get_k, routes))
@@ -271,7 +264,7 @@ class Intake:
         def take(sel: np.ndarray, t: np.ndarray) -> list[bytes]:
             return [lines[i] for i in sel.tolist()]
 
-        self._vector_split(times, workers, take, now, result)
+        self.time.split(times, workers, take, result)
         return True
 
     def feed_columns(self, batch: Any, now: float | None = None) -> IntakeResult:
@@ -291,7 +284,7 @@ class Intake:
             times = np.full(len(batch), now if now is not None else 0.0)
         else:
             times = np.asarray(batch[tf], dtype=np.float64)
-            bad = ~((times >= MIN_TIME) & (times < MAX_TIME))
+            bad = ~in_time_range(times)
             if bad.any():
                 for i in np.flatnonzero(bad).tolist():
                     result.dead.append(Rejected(batch.row(i), time_out_of_range(times[i])))
@@ -303,121 +296,7 @@ class Intake:
             part.times = t
             return part
 
-        self._vector_split(times, workers, take, now, result, row=batch.row)
-        return result
-
-    def _vector_split(self, times: np.ndarray, workers: np.ndarray,
-                      take: Callable[[np.ndarray, np.ndarray], Any], now: float | None,
-                      result: IntakeResult, row: Callable[[int], Any] | None = None) -> None:
-        """Lateness, watermark and per-worker chunks for every path, vectorized.
-
-        The rules are sequential: a row is late when its time is below the watermark
-        before it; the watermark is the newest time so far minus the lateness; a chunk
-        (and its watermark message) ends where the watermark crosses a tick boundary,
-        the row that crossed it going into the next chunk.
-
-        ``take(rows, times)`` builds one worker's payload; ``row(i)`` the record of row
-        ``i`` for the late events (raw payloads come back through take)."""
-        n = len(times)
-        if n == 0:
-            return
-        if not self.event_time:
-            self._emit(times, workers, take, np.arange(n), [], [], result, row is None)
-            return
-        guard = self.jumps
-        if guard.active and (guard.held or guard.any_ahead(times, self.max_time)):
-            self._split_guarded(times, workers, take, result, row)
-            return
-        self._in_time(times, workers, take, result, row, row is None)
-
-    def _in_time(self, times: np.ndarray, workers: np.ndarray,
-                 take: Callable[[np.ndarray, np.ndarray], Any], result: IntakeResult,
-                 row: Callable[[int], Any] | None, as_lists: bool) -> None:
-        """The rules of _vector_split for rows no record is held among."""
-        # The sequential rules, vectorized: a row is late against the watermark before it.
-        cm = np.maximum(np.maximum.accumulate(times), self.max_time)
-        w_after = np.maximum(cm - self.lateness, self.watermark)
-        w_before = np.concatenate(([self.watermark], w_after[:-1]))
-        late = times < w_before
-        if late.any():
-            for j in np.flatnonzero(late).tolist():
-                record = row(j) if row is not None else take(np.array([j]), times[j:j + 1])[0]
-                result.late.append(Rejected(record, "late", float(times[j])))
-        keep = np.flatnonzero(~late)
-        w_keep = w_after[keep]
-        self.max_time = float(cm[-1])
-        self.watermark = float(w_after[-1])
-        # The cuts: rows where the watermark's tick number goes up.
-        tick_of = np.floor(w_keep / self.tick)
-        first = round(self._next_boundary / self.tick) - 1 \
-            if math.isfinite(self._next_boundary) else -math.inf
-        previous = np.concatenate(([first], tick_of[:-1]))
-        cuts = np.flatnonzero(tick_of > previous).tolist()
-        if cuts:
-            self._next_boundary = (float(tick_of[cuts[-1]]) + 1) * self.tick
-        self._emit(times, workers, take, keep, cuts, [float(w_keep[c]) for c in cuts], result,
-                   as_lists)
-
-    def _split_guarded(self, times: np.ndarray, workers: np.ndarray,
-                       take: Callable[[np.ndarray, np.ndarray], Any], result: IntakeResult,
-                       row: Callable[[int], Any] | None) -> None:
-        """A batch with a record far ahead, or while some are held: row by row (rare).
-
-        Runs of rows in time go through :meth:`_in_time` as usual; a row too far ahead
-        is held; the hold list is released or refused as :mod:`cluster.jumps` says.
-        """
-        guard = self.jumps
-        front = self.max_time
-        normal: list[int] = []
-
-        def flush() -> None:
-            if normal:
-                idx = np.array(normal, dtype=np.int64)
-                self._in_time(times[idx], workers[idx], lambda sel, t: take(idx[sel], t),
-                              result, None if row is None else (lambda j: row(int(idx[j]))),
-                              row is None)
-                normal.clear()
-
-        for j, t in enumerate(times.tolist()):
-            if guard.is_ahead(t, front):
-                part = take(np.array([j]), times[j:j + 1])
-                payload = part[0] if isinstance(part, list) else part.row(0)
-                guard.held.append(Held(t, int(workers[j]), payload,
-                                       row(j) if row is not None else payload))
-                result.held += 1
-                if len(guard.held) >= guard.confirm:
-                    flush()
-                    self._release(result)
-                    front = self.max_time
-                continue
-            normal.append(j)
-            front = max(front, t)
-            if guard.held:
-                guard.since += 1
-                if guard.since >= guard.confirm:
-                    flush()
-                    for h in guard.take():
-                        result.dead.append(Rejected(h.record, guard.refusal(h, front), h.time))
-                        result.held -= 1
-                        guard.refused += 1
-        flush()
-
-    def _release(self, result: IntakeResult) -> None:
-        """Let every held record in, in input order, as if it had just arrived."""
-        held = self.jumps.take()
-        if not held:
-            return
-        self.jumps.released += len(held)
-        result.held -= len(held)
-        times = np.array([h.time for h in held], dtype=np.float64)
-        workers = np.array([h.worker for h in held], dtype=np.int64)
-        self._in_time(times, workers, lambda sel, t: [held[i].payload for i in sel.tolist()],
-                      result, lambda j: held[j].record, True)
-
-    def release_held(self) -> IntakeResult:
-        """End of input: records still held go in (nothing contradicted their jump)."""
-        result = IntakeResult()
-        self._release(result)
+        self.time.split(times, workers, take, result, row=batch.row)
         return result
 
     def _column_workers(self, batch: Any, name: str) -> np.ndarray:
@@ -446,41 +325,6 @@ class Intake:
             owners = [self._worker(v) for v in values.tolist()]
         return np.asarray(owners, dtype=np.int64)[inverse]
 
-    def _emit(self, times: np.ndarray, workers: np.ndarray,
-              take: Callable[[np.ndarray, np.ndarray], Any], keep: np.ndarray,
-              cuts: list[int], marks: list[float], result: IntakeResult,
-              as_lists: bool) -> None:
-        """Chunks of rows ``keep`` split at ``cuts`` (watermark ``marks``), by worker.
-
-        Rows are ordered by worker once (stable, so each worker's rows stay in input
-        order) and taken once; every chunk is then a slice of a worker's block. Times go
-        as lists with per-record payloads, as arrays inside EventBatches.
-        """
-        n_workers = self.layout.workers
-        owner = workers[keep]
-        order = np.argsort(owner, kind="stable")
-        ordered = keep[order]
-        payload = take(ordered, times[ordered])
-        ordered_times = times[ordered]
-        ends = np.cumsum(np.bincount(owner, minlength=n_workers))
-        starts = ends - np.bincount(owner, minlength=n_workers)
-        bounds = np.array([0, *cuts, len(keep)])
-        # Where each chunk bound falls inside each worker's block (positions in keep).
-        edges = [int(starts[w]) + np.searchsorted(order[starts[w]:ends[w]], bounds)
-                 for w in range(n_workers)]
-        for k in range(len(bounds) - 1):
-            chunk = self._new_chunk()
-            for w in range(n_workers):
-                s, e = int(edges[w][k]), int(edges[w][k + 1])
-                if e > s:
-                    t = ordered_times[s:e]
-                    chunk.times[w] = t.tolist() if as_lists else t
-                    chunk.events[w] = payload[s:e]
-            if k < len(marks):
-                chunk.watermark = marks[k]
-            result.chunks.append(chunk)
-        result.accepted += len(keep)
-
     def _decode_one_line(self, line: bytes, where: str, result: IntakeResult) -> Any:
         """The routing fields of one raw record, or None after a dead letter for it."""
         if too_deep(line, self.limits):
@@ -499,35 +343,16 @@ class Intake:
 
     def _split(self, records: list[Any], keys: list[Any], times: list[float],
                now: float | None, result: IntakeResult) -> None:
-        """Route records whose key and time are known: the rules of _vector_split."""
+        """Route records whose key and time are known: the rules of EventClock.split."""
         if not records:
-            result.chunks.append(self._new_chunk())
+            result.chunks.append(empty_chunk(self.layout.workers))
             return
         workers = np.fromiter(map(self._worker, keys), dtype=np.int64, count=len(keys))
-        t = np.full(len(keys), now if now is not None else 0.0) if not self.event_time \
+        t = np.full(len(keys), now if now is not None else 0.0) if not self.time.event_time \
             else np.asarray(times, dtype=np.float64)
 
         def take(sel: np.ndarray, _t: np.ndarray) -> list[Any]:
             return [records[i] for i in sel.tolist()]
 
-        self._vector_split(t, workers, take, now, result)
+        self.time.split(t, workers, take, result)
 
-    def state(self) -> dict[str, Any]:
-        """Watermark bookkeeping and held records, for a checkpoint manifest."""
-        return {"watermark": self.watermark, "max_time": self.max_time,
-                "next_boundary": self._next_boundary, "jumps": self.jumps.state()}
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state`."""
-        self.watermark = float(state["watermark"])
-        self.max_time = float(state["max_time"])
-        self._next_boundary = float(state["next_boundary"])
-        self.jumps.set_state(state.get("jumps"))
-
-    def clock(self, now: float) -> float | None:
-        """Processing time: the watermark to send at wall-clock ``now``, if a tick passed."""
-        if self.event_time or now < self._next_boundary:
-            return None
-        self.watermark = now
-        self._next_boundary = (math.floor(now / self.tick) + 1) * self.tick
-        return now

@@ -9,10 +9,18 @@ process writes one JSON object per line to stderr::
      "pid": 4242, "logger": "bspump-cluster.coordinator", "event": "checkpoint",
      "message": "checkpoint 3: 19.4 MB in 0.214 s", "checkpoint_id": 3, ...}
 
-Structured fields come from two places: attributes passed with ``extra={...}`` on a
-log call (the preferred way: every non-standard attribute of the record becomes a
-field), and :data:`EVENTS`, which names the arguments of the notable log calls that
-exist today by their exact format string.
+Structured fields come from the attributes passed with ``extra={...}`` on a log call:
+``"event"`` names the event, and every other non-standard attribute of the record
+becomes a field. A log call names its fields in its message and passes them once::
+
+    fields = {"reason": why, "partitions": names}
+    log.info("%(reason)s: stopping the tasks of %(partitions)s", fields,
+             extra={"event": "tasks_stopping", **fields})
+
+A field named like an attribute every LogRecord has (``process``, ``name``...) is
+passed with a trailing underscore (``process_``) and written without it.
+:data:`EVENTS` still names the arguments of the log calls not converted yet, by their
+exact format string.
 
 This module imports nothing from ``coordinator`` or ``workers``.
 """
@@ -38,14 +46,6 @@ _HANDLER = "bspump-cluster"
 # Notable log calls by their format string: (event, names of the arguments). A call
 # whose format string changes still logs its message, only without these fields.
 EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    # cluster/supervisor.py
-    "run %s: coordinator pid %d, %d workers (%s)":
-        ("start", ("run_id", "coordinator_pid", "workers", "worker_pids")),
-    "%s: stopping (again to kill)": ("stop_requested", ("signal",)),
-    "%s (pid %d) died: %s; %s": ("died", ("process", "pid", "exit", "action")),
-    "children still running %.0f s after stop: killing them": ("kill", ("grace_s",)),
-    "removed %d shared-memory segments left by earlier runs": ("cleanup", ("segments",)),
-    "coordinator not ready after %.0f s": ("not_ready", ("timeout_s",)),
     # coordinator/runtime.py
     "layout: %s; shard key %s": ("layout", ("layout", "shard_key")),
     "restored checkpoint %d (%s workers -> %d): source position %s, watermark %s":
@@ -55,7 +55,6 @@ EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "final checkpoint not done within %.0f s: the previous one stays":
         ("final_checkpoint_timeout", ("timeout_s",)),
     "metrics and live page on http://%s:%d/": ("http", ("host", "port")),
-    "member metrics on http://%s:%d/metrics": ("http", ("host", "port")),
     "dead letters: %d in the last 10 s (%d in all) -> %s":
         ("dead_letter_rate", ("dead_letters_10s", "dead_letters_total", "path")),
     "cannot restore: %s": ("restore_failed", ("error",)),
@@ -67,21 +66,8 @@ EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "Kafka at %s does not answer (%s); retrying in %.1f s":
         ("kafka_unreachable", ("servers", "error", "retry_s")),
     "Kafka at %s answers again after %.1f s": ("kafka_back", ("servers", "down_s")),
-    # cluster/checkpoint.py
-    "skipping checkpoint %s: %s": ("checkpoint_skipped", ("path", "problem")),
     # bspump/kafka.py
     "Kafka assigned %s": ("kafka_assigned", ("partitions",)),
-    # cluster/member.py
-    "member %s: partitions %s; tasks started (pids %s)":
-        ("tasks_started", ("member", "partitions", "pids")),
-    "%s: stopping the tasks of %s": ("tasks_stopping", ("reason", "partitions")),
-    "%s; stopping this member": ("task_failed", ("problem",)),
-    "partitions %s: %s records read (%s/s), %s behind the end, %s dead letters, %s late; "
-    "checkpoints %s s old": ("partitions_report", ("partitions", "records_read",
-                                                   "records_per_s", "lag", "dead_letters",
-                                                   "late_events", "checkpoint_age_s")),
-    # cluster/cli.py
-    "run ended: %s (exit code %d)": ("stop", ("outcome", "exit_code")),
 }
 
 # Attributes every LogRecord has; anything else on a record came with ``extra=``.
@@ -131,26 +117,31 @@ class JsonFormatter(logging.Formatter):
         out["logger"] = record.name
         known = EVENTS.get(record.msg) if isinstance(record.msg, str) else None
         args = record.args if isinstance(record.args, tuple) else ()
-        if known is not None:
-            out["event"] = known[0]
+        event = known[0] if known is not None else getattr(record, "event", None)
+        if event is not None:
+            out["event"] = event
         out["message"] = record.getMessage()
         if known is not None and len(args) == len(known[1]):
             out.update({name: _plain(v) for name, v in zip(known[1], args, strict=True)})
             _refine(out)
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
-                out[key] = _plain(value)
+                out[_field_name(key)] = _plain(value)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
 
 
+def _field_name(key: str) -> str:
+    """The JSON field of an ``extra`` key: ``process_`` is ``process`` (see module docstring)."""
+    if key.endswith("_") and key[:-1] in _STANDARD:
+        return key[:-1]
+    return key
+
+
 def _refine(out: dict[str, Any]) -> None:
     """Name the events that one format string logs in two meanings."""
-    if out["event"] == "died":
-        out["event"] = "restart" if str(out.get("action", "")).startswith("restarting") \
-            else "died"
-    elif out["event"] == "restore" and out.get("workers_before") != out.get("workers"):
+    if out["event"] == "restore" and out.get("workers_before") != out.get("workers"):
         out["event"] = "rebalance"  # the state moved to another number of workers
 
 

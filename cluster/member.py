@@ -21,6 +21,9 @@ It:
   checkpoint (tasks never commit: only group members may);
 - with the source's ``stop_at_end``, ends once every partition of its topics is
   committed at its end offset and its own tasks are done.
+
+The tasks' processes are :mod:`cluster.partition_tasks`; the partitions' figures (from
+their checkpoints) and their log line and metrics are :mod:`cluster.partition_figures`.
 """
 
 from __future__ import annotations
@@ -29,97 +32,35 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
-import re
 import signal
 import socket
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bspump.application import ROLE_COORDINATOR, RunInfo
 from bspump.kafka import KafkaSource, client_options, start_consumer
 from cluster import checkpoint, exits, httpd
-from cluster.config import ClusterSettings, load_cluster_settings, partition_folder
+from cluster.config import ClusterSettings, parse_partition
 from cluster.errors import StartRefused
-from cluster.exits import describe_exit
 from cluster.loader import load_pipeline
-from cluster.logs import MEMBER_ENV, TASK_ENV
-from cluster.prometheus import Exposition
-from cluster.supervisor import child_setup
+from cluster.partition_figures import (
+    partition_checkpoint_dirs,
+    partition_status,
+    render_metrics,
+    report,
+)
+from cluster.partition_tasks import TASK_STOP_TIMEOUT, PartitionTasks, Task
+from cluster.records import partition_name
+
+__all__ = ["TASK_STOP_TIMEOUT", "Member", "Task", "partition_checkpoint_dirs",
+           "partition_status", "render_metrics", "run"]
 
 log = logging.getLogger("bspump-cluster.member")
 
-TASK_STOP_TIMEOUT = 10.0  # a task's final checkpoint (3 s) and its supervisor's grace (4 s)
 COMMIT_EVERY = 1.0
 REPORT_EVERY = 30.0  # a log line with this host's partitions' figures
 REFRESH_EVERY = 5.0  # re-read the partitions' checkpoints and end offsets
-
-
-@dataclass
-class Task:
-    """One partition task: its process, its checkpoints, the offset committed for it."""
-
-    partition: str
-    proc: subprocess.Popen[bytes]
-    checkpoint_dir: Path
-    committed: int | None = None
-    stopping: bool = False
-
-
-_FOLDER = re.compile(r"^(?P<topic>.+)-(?P<number>\d+)$")
-
-
-def partition_checkpoint_dirs(settings: ClusterSettings) -> dict[str, Path]:
-    """``topic:N`` -> checkpoint folder of every partition that has one in the shared location."""
-    found: dict[str, Path] = {}
-    shared = settings.checkpoint_dir_set and settings.checkpoint_dir is not None
-    root = settings.checkpoint_dir if shared else settings.output_dir
-    assert root is not None
-    if not root.is_dir():
-        return found
-    for folder in sorted(root.iterdir()):
-        m = _FOLDER.match(folder.name)
-        if m is None or not folder.is_dir():
-            continue
-        cp_dir = folder if shared else folder / "checkpoints"
-        if cp_dir.is_dir():
-            found[f"{m['topic']}:{m['number']}"] = cp_dir
-    return found
-
-
-def partition_status(partition: str, cp_dir: Path, now: float | None = None) -> dict[str, Any]:
-    """One partition's figures from its two newest complete checkpoints."""
-    now = time.time() if now is None else now
-    manifests = checkpoint.complete_manifests(cp_dir, 2)
-    row: dict[str, Any] = {"partition": partition, "checkpoint_id": None}
-    if not manifests:
-        return row
-    m = manifests[0]
-    c = m.get("counters", {})
-    watermark = (m.get("intake") or {}).get("watermark")
-    row.update({
-        "checkpoint_id": m.get("id"), "owner": m.get("owner"),
-        "finished": bool(m.get("finished")),
-        "offset": (m.get("position") or {}).get(partition),
-        "records_read": c.get("records_read"), "events_processed": c.get("events_processed"),
-        "dead_letters": c.get("dead"), "late_events": c.get("late"),
-        "watermark": watermark if isinstance(watermark, (int, float)) and
-        math.isfinite(watermark) else None,
-        "checkpoint_age_s": round(now - float(m.get("created", now)), 3),
-        "records_per_s": None,
-    })
-    if len(manifests) == 2:
-        old = manifests[1]
-        dt = float(m.get("created", 0)) - float(old.get("created", 0))
-        if dt > 0:
-            read = c.get("records_read", 0) - old.get("counters", {}).get("records_read", 0)
-            row["records_per_s"] = round(read / dt, 1)
-    return row
 
 
 class Member:
@@ -127,7 +68,6 @@ class Member:
 
     def __init__(self, settings: ClusterSettings, in_process: bool = False) -> None:
         self.settings = settings
-        self.in_process = in_process
         run = RunInfo(role=ROLE_COORDINATOR, run_id=f"{os.getpid()}.member",
                       output_dir=settings.output_dir)
         _, pipeline = load_pipeline(settings, run)
@@ -138,7 +78,7 @@ class Member:
                 f"{pipeline.Id} reads from {type(source).__name__}")
         self.source = source
         self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.tasks: dict[str, Task] = {}
+        self.tasks = PartitionTasks(settings, self.name, in_process)
         self.consumer: Any = None
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -147,33 +87,8 @@ class Member:
         self.state = "joining"
         self.started = time.monotonic()
         self.rebalances = 0
-        self.tasks_started = 0
 
-    # -- tasks ---------------------------------------------------------------------------
-
-    def _task_dirs(self, partition: str) -> tuple[Path, Path]:
-        out = self.settings.output_dir / partition_folder(partition)
-        task = load_cluster_settings(self.settings.config, self.settings.config_path,
-                                     workers=self.settings.workers, output_dir=str(out),
-                                     partition=partition)
-        assert task.checkpoint_dir is not None
-        return out, task.checkpoint_dir
-
-    def _start_task(self, partition: str) -> None:
-        out, cp_dir = self._task_dirs(partition)
-        # -P: the working directory does not come before the installed packages.
-        argv = [sys.executable, "-P", "-m", "cluster", "run", str(self.settings.config_path),
-                "--partition", partition, "--output-dir", str(out),
-                "--workers", str(self.settings.workers)]
-        if self.in_process:
-            argv.append("--in-process")
-        env = {**os.environ, MEMBER_ENV: self.name, TASK_ENV: partition}
-        # Own session: a Ctrl-C on the terminal reaches the member, which stops each task
-        # once; the task still dies with the member (PDEATHSIG).
-        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                preexec_fn=child_setup, start_new_session=True)
-        self.tasks[partition] = Task(partition, proc, cp_dir)
-        self.tasks_started += 1
+    # -- hand-over: tasks start on assignment, stop (and commit) on revocation -------------
 
     async def start_tasks(self, partitions: list[str]) -> None:
         """A task for each newly assigned partition."""
@@ -182,50 +97,30 @@ class Member:
         async with self._lock:
             for p in partitions:
                 if p not in self.tasks:
-                    self._start_task(p)
+                    self.tasks.start(p)
         if partitions:
-            log.info("member %s: partitions %s; tasks started (pids %s)", self.name,
-                     ", ".join(partitions),
-                     ", ".join(str(self.tasks[p].proc.pid) for p in partitions))
+            fields = {"member": self.name, "partitions": ", ".join(partitions),
+                      "pids": ", ".join(str(self.tasks[p].proc.pid) for p in partitions)}
+            log.info("member %(member)s: partitions %(partitions)s; tasks started "
+                     "(pids %(pids)s)", fields, extra={"event": "tasks_started", **fields})
 
     async def stop_tasks(self, why: str) -> None:
-        """Stop every task (each writes a final checkpoint) and wait until they are gone."""
+        """Stop every task (each writes a final checkpoint), then commit their offsets."""
         async with self._lock:
-            running = [t for t in self.tasks.values() if t.proc.poll() is None]
-            if running:
-                log.info("%s: stopping the tasks of %s", why,
-                         ", ".join(t.partition for t in running))
-            for t in running:
-                t.stopping = True
-                t.proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + TASK_STOP_TIMEOUT
-            while any(t.proc.poll() is None for t in running):
-                if time.monotonic() > deadline:
-                    for t in running:
-                        if t.proc.poll() is None:
-                            log.error("task of %s still running %.0f s after stop: killing it",
-                                      t.partition, TASK_STOP_TIMEOUT)
-                            t.proc.kill()
-                    break
-                await asyncio.sleep(0.05)
-            for t in running:
-                t.proc.wait()
+            await self.tasks.stop(why)
             await self.commit()
             self.tasks.clear()
 
     def _reap(self) -> None:
-        """Note tasks that ended by themselves: finished (0) or failed."""
-        for t in self.tasks.values():
-            rc = t.proc.poll()
-            if rc is None or t.stopping or rc == exits.OK:
-                continue
-            self._failed = (f"task of partition {t.partition} (pid {t.proc.pid}) ended: "
-                            f"{describe_exit(rc)}")
+        """Stop this member when a task ended by itself with an error."""
+        failed = self.tasks.failure()
+        if failed is not None:
+            self._failed = failed
             self._stop.set()
 
     def running(self) -> bool:
         """Whether any task is still running."""
-        return any(t.proc.poll() is None for t in self.tasks.values())
+        return self.tasks.running()
 
     # -- offsets ---------------------------------------------------------------------------
 
@@ -239,22 +134,23 @@ class Member:
         if consumer is None:
             return
         offsets = {}
-        for t in self.tasks.values():
+        for t in self.tasks:
             manifests = checkpoint.complete_manifests(t.checkpoint_dir, 1)
             if not manifests:
                 continue
             position = (manifests[0].get("position") or {}).get(t.partition)
             if position is None or position == t.committed:
                 continue
-            topic, _, number = t.partition.rpartition(":")
-            offsets[t.partition] = (TopicPartition(topic, int(number)), int(position))
+            offsets[t.partition] = (TopicPartition(*parse_partition(t.partition)),
+                                    int(position))
         if not offsets:
             return
         try:
             await consumer.commit({tp: OffsetAndMetadata(pos, "")
                                    for tp, pos in offsets.values()})
         except KafkaError as e:
-            log.warning("offsets not committed this time (%s)", e)
+            log.warning("offsets not committed this time (%s)", e,
+                        extra={"event": "commit_failed", "error": str(e)})
             return
         for partition, (_, pos) in offsets.items():
             if partition in self.tasks:
@@ -282,15 +178,14 @@ class Member:
         """Re-read this host's partitions' newest checkpoints and how far each is behind."""
         from aiokafka import TopicPartition
 
-        rows = [partition_status(t.partition, t.checkpoint_dir) for t in self.tasks.values()]
+        rows = [partition_status(t.partition, t.checkpoint_dir) for t in self.tasks]
         for row in rows:
             row["task_pid"] = self.tasks[row["partition"]].proc.pid
             row["lag"] = None
         try:
-            tps = {}
+            tps: dict[str, Any] = {}
             for row in rows:
-                topic, _, number = row["partition"].rpartition(":")
-                tps[row["partition"]] = TopicPartition(topic, int(number))
+                tps[row["partition"]] = TopicPartition(*parse_partition(row["partition"]))
             ends = await self.consumer.end_offsets(list(tps.values())) if tps else {}
             for row in rows:
                 end = ends.get(tps[row["partition"]])
@@ -300,27 +195,18 @@ class Member:
             pass  # figures only: the broker may be away right now
         self.rows = rows
 
+    # -- figures ---------------------------------------------------------------------------
+
     def report(self) -> None:
         """Log this host's partitions: records read and rate, lag, dead and late events."""
-        rows = [r for r in self.rows if r["checkpoint_id"] is not None]
-        if not rows:
-            return
-        lags = [r["lag"] for r in rows if r["lag"] is not None]
-        rate = sum(r["records_per_s"] or 0 for r in rows if not r["finished"])
-        log.info("partitions %s: %s records read (%s/s), %s behind the end, %s dead letters, "
-                 "%s late; checkpoints %s s old", ", ".join(r["partition"] for r in rows),
-                 f"{sum(r['records_read'] or 0 for r in rows):,}", f"{rate:,.0f}",
-                 f"{sum(lags):,}" if lags else "-",
-                 f"{sum(r['dead_letters'] or 0 for r in rows):,}",
-                 f"{sum(r['late_events'] or 0 for r in rows):,}",
-                 f"{max(r['checkpoint_age_s'] for r in rows):.0f}")
+        report(self.rows)
 
     def snapshot(self) -> dict[str, Any]:
         """This host's figures, for ``/api/snapshot`` and ``/metrics``."""
         return {"member": self.name, "group": self.source.Config["group_id"],
                 "topics": list(self.source.topics), "pipeline": self.settings.pipeline_id,
                 "state": self.state, "uptime_s": round(time.monotonic() - self.started, 3),
-                "rebalances": self.rebalances, "tasks_started": self.tasks_started,
+                "rebalances": self.rebalances, "tasks_started": self.tasks.started,
                 "partitions": [dict(r) for r in self.rows]}
 
     def routes(self) -> httpd.Routes:
@@ -350,7 +236,7 @@ class Member:
                 member.state = "running"
                 if assigned:
                     member.consumer.pause(*assigned)
-                await member.start_tasks(sorted(f"{tp.topic}:{tp.partition}"
+                await member.start_tasks(sorted(partition_name(tp.topic, tp.partition)
                                                 for tp in assigned))
 
         settings = self.source.connection_config
@@ -377,8 +263,10 @@ class Member:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
-        log.info("member %s: joining group %s for %s (one task per partition)", self.name,
-                 self.source.Config["group_id"], ", ".join(self.source.topics))
+        joining_group = {"member": self.name, "group": self.source.Config["group_id"],
+                         "topics": ", ".join(self.source.topics)}
+        log.info("member %(member)s: joining group %(group)s for %(topics)s (one task per "
+                 "partition)", joining_group, extra={"event": "member_join", **joining_group})
         server = None
         if self.settings.http is not None:
             host, port = self.settings.http
@@ -388,7 +276,8 @@ class Member:
                 raise StartRefused(f"cannot serve http on {host}:{port} "
                                    f"({self.settings.config.where('cluster', 'http')}): "
                                    f"{e.strerror or e}") from None
-            log.info("member metrics on http://%s:%d/metrics", host, server.port)
+            log.info("member metrics on http://%s:%d/metrics", host, server.port,
+                     extra={"event": "http", "host": host, "port": server.port})
         joining = asyncio.ensure_future(self._join())
         stopping = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait({joining, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -409,7 +298,7 @@ class Member:
                 try:
                     await consumer.getmany(timeout_ms=500)  # paused: keeps us in the group
                 except KafkaError as e:
-                    log.warning("Kafka: %s", e)
+                    log.warning("Kafka: %s", e, extra={"event": "kafka_error", "error": str(e)})
                     await asyncio.sleep(1.0)
                 self._reap()
                 if time.monotonic() - committed_at >= COMMIT_EVERY:
@@ -426,11 +315,13 @@ class Member:
                     await self.commit()
                     with contextlib.suppress(KafkaError):
                         if await self.all_at_end():
-                            log.info("every partition of %s is at its end",
-                                     ", ".join(self.source.topics))
+                            topics = ", ".join(self.source.topics)
+                            log.info("every partition of %s is at its end", topics,
+                                     extra={"event": "topics_at_end", "topics": topics})
                             break
             if self._failed is not None:
-                log.error("%s; stopping this member", self._failed)
+                log.error("%s; stopping this member", self._failed,
+                          extra={"event": "task_failed", "problem": self._failed})
                 rc = exits.FAILED
             elif signalled:
                 rc = 128 + signalled[0]
@@ -441,51 +332,6 @@ class Member:
             if server is not None:
                 await server.close()
         return rc
-
-
-_PARTITION_METRICS = [  # name, type, row key, help
-    ("partition_records_read_total", "counter", "records_read",
-     "Records read from the partition, as of its newest checkpoint."),
-    ("partition_offset", "gauge", "offset", "Offset of the partition's newest checkpoint."),
-    ("partition_lag", "gauge", "lag",
-     "Messages between the newest checkpoint's offset and the partition's end."),
-    ("partition_dead_letters_total", "counter", "dead_letters",
-     "Dead letters of the partition, as of its newest checkpoint."),
-    ("partition_late_events_total", "counter", "late_events",
-     "Late events of the partition, as of its newest checkpoint."),
-    ("partition_watermark_seconds", "gauge", "watermark",
-     "The partition's watermark at its newest checkpoint (epoch seconds)."),
-    ("partition_checkpoint_age_seconds", "gauge", "checkpoint_age_s",
-     "Seconds since the partition's newest checkpoint (when last read)."),
-    ("partition_finished", "gauge", "finished",
-     "1 when the partition's task reached its end (stop_at_end)."),
-]
-
-
-def render_metrics(snap: dict[str, Any]) -> str:
-    """A member's snapshot in the Prometheus text format."""
-    t = Exposition(pipeline=snap["pipeline"], member=snap["member"])
-    rows = snap["partitions"]
-    t.metric("member_info", "gauge", "Always 1; the group and state are its labels.",
-             [({"group": snap["group"], "state": snap["state"]}, 1)])
-    t.metric("member_partitions", "gauge", "Partitions this host owns.", [({}, len(rows))])
-    t.metric("member_rebalances_total", "counter", "Partition assignments this host received.",
-             [({}, snap["rebalances"])])
-    t.metric("member_tasks_started_total", "counter", "Partition tasks this host started.",
-             [({}, snap["tasks_started"])])
-
-    def each(key: str) -> list[tuple[dict[str, Any], float | None]]:
-        samples = []
-        for r in rows:
-            topic, _, number = r["partition"].rpartition(":")
-            value = r.get(key)
-            samples.append(({"topic": topic, "partition": number},
-                             float(value) if isinstance(value, bool) else value))
-        return samples
-
-    for name, kind, key, help_text in _PARTITION_METRICS:
-        t.metric(name, kind, help_text, each(key))
-    return t.text()
 
 
 def run(settings: ClusterSettings, in_process: bool = False) -> int:

@@ -35,6 +35,7 @@ from cluster import dirlock, exits, shm
 from cluster.config import ClusterSettings
 from cluster.errors import StartRefused
 from cluster.exits import describe_exit
+from cluster.process import child_arguments, child_setup
 
 log = logging.getLogger("bspump-cluster")
 
@@ -43,7 +44,6 @@ READY_TIMEOUT = 120.0
 # A partition task waits this long for the previous owner of its partition to let go.
 PARTITION_LOCK_WAIT = 20.0
 RUN_DIR_PREFIX = "bspump-cluster-"
-
 
 
 @dataclass
@@ -91,19 +91,18 @@ class Supervisor:
         """Start the coordinator, wait for it to be ready, start the workers."""
         removed = shm.remove_stale()
         if removed:
-            log.info("removed %d shared-memory segments left by earlier runs", len(removed))
+            log.info("removed %d shared-memory segments left by earlier runs", len(removed),
+                     extra={"event": "cleanup", "segments": len(removed)})
         folders = remove_stale_run_dirs()
         if folders:
-            log.info("removed %d run folders left by earlier runs", len(folders))
+            log.info("removed %d run folders left by earlier runs", len(folders),
+                     extra={"event": "cleanup", "run_folders": len(folders)})
         s = self.settings
         read_fd, write_fd = os.pipe()
-        common = ["--config", str(s.config_path), "--run-id", self.run_id,
-                  "--run-dir", str(self.run_dir), "--output-dir", str(s.output_dir)]
-        if s.partition is not None:
-            common += ["--partition", s.partition]
+        common = child_arguments(s, self.run_id, self.run_dir, self.workers)
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
-            args = [*common, "--workers", str(self.workers), "--ready-fd", str(write_fd)]
+            args = [*common, "--ready-fd", str(write_fd)]
             if self.in_process:
                 args.append("--in-process")
             if self.fresh and self.restarts == 0:
@@ -119,7 +118,6 @@ class Supervisor:
             if not self.in_process:
                 for w in range(self.workers):
                     argv = self._python("workers", *common, "--worker", str(w),
-                                        "--workers", str(self.workers),
                                         "--parent", str(os.getpid()),
                                         "--ring-span", ring_span)
                     self.worker_procs.append(
@@ -127,9 +125,12 @@ class Supervisor:
         finally:
             os.close(read_fd)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        log.info("run %s: coordinator pid %d, %d workers (%s)", self.run_id,
-                 self.coordinator.proc.pid, len(self.worker_procs),
-                 ", ".join(str(c.proc.pid) for c in self.worker_procs) or "in-process")
+        started = {"run_id": self.run_id, "coordinator_pid": self.coordinator.proc.pid,
+                   "workers": len(self.worker_procs),
+                   "worker_pids": ", ".join(str(c.proc.pid) for c in self.worker_procs)
+                   or "in-process"}
+        log.info("run %(run_id)s: coordinator pid %(coordinator_pid)d, %(workers)d workers "
+                 "(%(worker_pids)s)", started, extra={"event": "start", **started})
         return None
 
     def _await_ready(self, fd: int) -> str | None:
@@ -147,7 +148,8 @@ class Supervisor:
                     return buf.decode().split()[1]
             elif self.coordinator.proc.poll() is not None:
                 return None
-        log.error("coordinator not ready after %.0f s", READY_TIMEOUT)
+        log.error("coordinator not ready after %.0f s", READY_TIMEOUT,
+                  extra={"event": "not_ready", "timeout_s": READY_TIMEOUT})
         self.coordinator.proc.kill()
         return None
 
@@ -155,7 +157,9 @@ class Supervisor:
         self._signals += 1
         if self._signals == 1:
             self._first_signal = signum
-            log.info("%s: stopping (again to kill)", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            log.info("%s: stopping (again to kill)", name,
+                     extra={"event": "stop_requested", "signal": name})
             self._ask_stop()
         else:
             self.kill_all()
@@ -197,7 +201,8 @@ class Supervisor:
                     return self._died(child, wrc)
             if self._stop_sent_at is not None and \
                     time.monotonic() - self._stop_sent_at > STOP_GRACE:
-                log.error("children still running %.0f s after stop: killing them", STOP_GRACE)
+                log.error("children still running %.0f s after stop: killing them", STOP_GRACE,
+                          extra={"event": "kill", "grace_s": STOP_GRACE})
                 self.kill_all()
             time.sleep(0.05)
 
@@ -207,8 +212,12 @@ class Supervisor:
                        and self.restarts < self.settings.max_restarts)
         action = (f"restarting from the last checkpoint (restart {self.restarts + 1} of "
                   f"{self.settings.max_restarts})" if can_restart else "stopping the run")
-        log.error("%s (pid %d) died: %s; %s", child.name, child.proc.pid, describe_exit(code),
-                  action)
+        died = {"process": child.name, "pid": child.proc.pid, "exit": describe_exit(code),
+                "action": action}
+        # "process" names a LogRecord attribute: the field goes as "process_" (see cluster.logs).
+        log.error("%(process)s (pid %(pid)d) died: %(exit)s; %(action)s", died,
+                  extra={"event": "restart" if can_restart else "died", "process_": child.name,
+                         "pid": died["pid"], "exit": died["exit"], "action": action})
         self.kill_all()
         self._wait_all(STOP_GRACE)
         if not can_restart:
@@ -315,18 +324,6 @@ def lock_folders(settings: ClusterSettings) -> list[dirlock.DirLock]:
 
 def _has_results(folder: Path) -> bool:
     return (folder / "summary.json").exists() or any(folder.glob("*.jsonl"))
-
-
-def child_setup() -> None:
-    """In the child before exec: die with the supervisor, unblock signals."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
 def run(settings: ClusterSettings, in_process: bool = False, fresh: bool = False) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cluster.config import parse_partition
 from cluster.prometheus import Exposition
 
 
@@ -91,8 +92,8 @@ def render(snap: dict[str, Any]) -> str:
     if lag:
         samples = []
         for name, value in sorted(lag.items()):
-            topic, _, partition = name.rpartition(":")
-            samples.append(({"topic": topic, "partition": partition}, value))
+            topic, number = parse_partition(name)
+            samples.append(({"topic": topic, "partition": str(number)}, value))
         t.metric("kafka_consumer_lag", "gauge",
                  "Messages between the source's position and the partition's end.", samples)
     t.metric("uptime_seconds", "gauge", "Seconds since the coordinator started.",

@@ -26,6 +26,7 @@ from cluster.checkpoint import ShardReader, ShardWriter
 from cluster.config import ClusterSettings
 from cluster.errors import ClusterError
 from cluster.loader import load_pipeline
+from cluster.process import die_with_parent
 from cluster.records import preview
 
 log = logging.getLogger("bspump-cluster.worker")
@@ -164,22 +165,9 @@ class LineCapture(io.TextIOBase):
         return text[:cut]
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL us when the supervisor dies, so no worker is orphaned."""
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
 def serve(settings: ClusterSettings, run: RunInfo, run_dir: str, parent_pid: int) -> int:
     """The worker process: connect, say hello, handle messages until END or STOP."""
-    _die_with_parent()
+    die_with_parent()  # the supervisor asked already (preexec); this holds if started otherwise
     if os.getppid() != parent_pid:
         return 1
     ctx = zmq.Context()
@@ -239,27 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m workers``: started by the supervisor, never by hand."""
     import argparse
     import signal
-    from pathlib import Path
 
-    from cluster.config import Config, load_cluster_settings
+    from cluster.process import add_child_arguments, child_settings
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     ap = argparse.ArgumentParser(prog="python -m workers")
-    ap.add_argument("--config", required=True)
+    add_child_arguments(ap)
     ap.add_argument("--worker", type=int, required=True)
-    ap.add_argument("--workers", type=int, required=True)
-    ap.add_argument("--run-id", required=True)
-    ap.add_argument("--run-dir", required=True)
-    ap.add_argument("--output-dir", required=True)
-    ap.add_argument("--partition")
     ap.add_argument("--parent", type=int, required=True)
     ap.add_argument("--ring-span", type=float, required=True)
     args = ap.parse_args(argv)
     from cluster.logs import setup as setup_logging
     setup_logging("worker", worker=args.worker)  # text, or JSON (--log-format json on run)
-    cfg = Config.load(args.config)
-    settings = load_cluster_settings(cfg, Path(args.config), workers=args.workers,
-                                     output_dir=args.output_dir, partition=args.partition)
+    settings = child_settings(args)
     run = RunInfo(role=ROLE_SHARD, run_id=args.run_id, worker=args.worker, workers=args.workers,
                   output_dir=settings.output_dir,
                   event_time=settings.routing.time_field is not None,
@@ -267,5 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                   key_groups=settings.key_groups)
     started = time.monotonic()
     rc = serve(settings, run, args.run_dir, args.parent)
-    log.debug("exit %d after %.1f s", rc, time.monotonic() - started)
+    took = time.monotonic() - started
+    log.debug("exit %d after %.1f s", rc, took,
+              extra={"event": "worker_exit", "exit_code": rc, "duration_s": took})
     return rc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -32,10 +33,10 @@ rate = 20000
 """
 
 
-def _start(config: Path, out: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "cluster", "run", str(config), "-o", str(out)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+def _start(config: Path, out: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "cluster", "run", str(config), "-o", str(out),
+                             *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
 
 
 def _segments_of(proc: subprocess.Popen[str]) -> set[str]:
@@ -98,6 +99,32 @@ def test_dead_worker_is_named_and_stops_the_run(endless: Path, tmp_path: Path) -
     assert f"worker {index} (pid {victim}) died: killed by SIGKILL; stopping the run" in err
     assert not [p for p in everyone if Path(f"/proc/{p}/cmdline").exists()
                 and Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def test_a_dead_worker_is_one_json_event_naming_the_process(endless: Path,
+                                                            tmp_path: Path) -> None:
+    endless.write_text(endless.read_text().replace("workers = 2", "workers = 2\n"
+                                                   "checkpoint_dir = none"))
+    proc = _start(endless, tmp_path / "out", "--log-format", "json")
+    workers = _wait_workers(proc, 2)
+    victim = min(workers)
+    index = workers[victim].split("--worker ")[1].split()[0]
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 3, err
+    by_event = {line.get("event"): line
+                for line in (json.loads(x) for x in err.splitlines() if x.startswith("{"))}
+    died = by_event["died"]
+    assert died["role"] == "supervisor" and died["level"] == "error"
+    assert died["process"] == f"worker {index}" and died["pid"] == victim
+    assert died["exit"] == "killed by SIGKILL" and died["action"] == "stopping the run"
+    assert died["message"] == f"worker {index} (pid {victim}) died: killed by SIGKILL; " \
+                              "stopping the run"
+    start = by_event["start"]
+    assert start["workers"] == 2 and start["coordinator_pid"] != proc.pid
+    assert sorted(int(p) for p in start["worker_pids"].split(", ")) == sorted(workers)
+    stop = by_event["stop"]
+    assert stop["exit_code"] == 3 and stop["outcome"] == "a worker died"
     assert not _segments_of(proc), "the run's shared memory was not removed"
 
 

@@ -69,12 +69,13 @@ def test_the_environment_passes_the_choice_to_child_processes(
         restore_root: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(logs.ENV, "json")
     buf = capture("worker", None, worker=2)
-    logging.getLogger("bspump-cluster.worker").error("%s (pid %d) died: %s; %s", "worker 1",
-                                                     42, "killed by SIGKILL",
-                                                     "restarting from the last checkpoint")
+    logging.getLogger("bspump-cluster.worker").error(
+        "%s (pid %d) died: %s", "worker 1", 42, "killed by SIGKILL",
+        extra={"event": "restart", "process_": "worker 1", "exit": "killed by SIGKILL"})
     line = json.loads(buf.getvalue())
     assert line["role"] == "worker" and line["worker"] == 2
-    assert line["event"] == "restart" and line["pid"] > 0 and line["process"] == "worker 1"
+    assert line["event"] == "restart" and line["pid"] > 0 and line["pid"] != 42
+    assert line["process"] == "worker 1" and line["exit"] == "killed by SIGKILL"
     monkeypatch.setenv(logs.ENV, "nonsense")
     assert logs.log_format() == "text"
 
