@@ -45,8 +45,7 @@ class Liveness:
         now = time.monotonic()
         for w, heard in enumerate(self.last_heard):
             pid = self.pids[w]
-            if (pid is None or pid == os.getpid() or self.done[w] or w in self.stalled
-                    or now - heard <= limit):
+            if pid is None or self.done[w] or w in self.stalled or now - heard <= limit:
                 continue
             self.stalled.add(w)
             silent = now - heard

@@ -173,8 +173,9 @@ class Coordinator:
                 raise WorkerDied(f"unexpected message kind {kind} from a worker")
 
     def _receiver_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self.waiter.fail(task.exception())  # type: ignore[arg-type]
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self.waiter.fail(error)
 
     # -- the run --------------------------------------------------------------------------------
 
