@@ -125,11 +125,11 @@ MUTANTS: tuple[Mutant, ...] = (
            ("tests/test_cluster/test_durability.py::"
             "test_one_atomic_write_is_fsync_rename_fsync_of_the_folder",
             "tests/test_cluster/test_durability.py")),
-    Mutant("kafka-commit-after-manifest", "coordinator/runtime.py",
+    Mutant("kafka-commit-after-manifest", "coordinator/checkpoints.py",
            "        checkpoint.write_manifest(folder, manifest)\n",
            "        commit = getattr(self.pipeline.Source, 'commit', None)\n"
-           "        if commit is not None and self.position is not None:\n"
-           "            await commit(self.position)\n"
+           "        if commit is not None and self.router.position is not None:\n"
+           "            await commit(self.router.position)\n"
            "        checkpoint.write_manifest(folder, manifest)\n",
            ("tests/kafka/test_commit_order.py",), kafka=True),
     Mutant("raw-position-partial-line", "bspump/file/source.py",

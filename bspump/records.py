@@ -20,7 +20,6 @@ batch holds a record with many brackets.
 from __future__ import annotations
 
 import json
-import math
 import re
 import reprlib
 from dataclasses import dataclass

@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "else the number of cores)")
     run.add_argument("--output-dir", "-o", help="where results go (default: config, else ./out)")
     run.add_argument("--in-process", action="store_true",
-                     help="run coordinator and one shard in one process (debugging)")
+                     help="one worker process (same as --workers 1; kept for old scripts)")
     run.add_argument("--fresh", action="store_true",
                      help="ignore and delete existing checkpoints; start from the beginning")
     run.add_argument("--partition", metavar="TOPIC:N",

@@ -1,6 +1,6 @@
 """Intake: from source records to per-worker batches, event times and watermarks.
 
-The coordinator (and the in-process topology) feed every record through one
+The coordinator feeds every record through one
 :class:`Intake`. It decodes only what routing needs (the shard key and the event
 time) and finds each record's worker; :class:`cluster.eventtime.EventClock` then
 decides lateness against the watermark *before* the record and cuts the stream into

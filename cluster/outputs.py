@@ -1,8 +1,8 @@
 """Files a run writes: JSON-lines results, dead letters, late events, matrices, summary.
 
-Result files are written by one process only (the coordinator, or the in-process
-runner), so lines from several workers never cut into each other. Whole files
-(checkpoint files, manifests, matrices, summary, report) go through
+Result files are written by one process only (the coordinator), so lines from
+several workers never cut into each other. Whole files (checkpoint files, manifests,
+matrices, summary, report) go through
 :func:`atomic_write_bytes`: a crash leaves the previous version whole.
 
 Result files hold user ids: they are created owner-only (``[cluster] file_mode``,

@@ -61,6 +61,8 @@ class Supervisor:
         self.in_process = in_process
         self.fresh = fresh
         self.restarts = 0
+        # --in-process: one worker, a process like any other (the coordinator runs no
+        # worker code; it meets its workers over ZeroMQ only).
         self.workers = 1 if in_process else settings.workers
         self.run_id = f"{os.getpid()}.{os.urandom(4).hex()}"
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{self.run_id}-"))
@@ -103,8 +105,6 @@ class Supervisor:
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             args = [*common, "--ready-fd", str(write_fd)]
-            if self.in_process:
-                args.append("--in-process")
             if self.fresh and self.restarts == 0:
                 args.append("--fresh")
             args += ["--restarts", str(self.restarts)]
@@ -115,13 +115,12 @@ class Supervisor:
             if ring_span is None:
                 assert self.coordinator is not None
                 return self.coordinator.proc.wait()
-            if not self.in_process:
-                for w in range(self.workers):
-                    argv = self._python("workers", *common, "--worker", str(w),
-                                        "--parent", str(os.getpid()),
-                                        "--ring-span", ring_span)
-                    self.worker_procs.append(
-                        self._spawn(f"worker {w}", argv, stdin=subprocess.DEVNULL))
+            for w in range(self.workers):
+                argv = self._python("workers", *common, "--worker", str(w),
+                                    "--parent", str(os.getpid()),
+                                    "--ring-span", ring_span)
+                self.worker_procs.append(
+                    self._spawn(f"worker {w}", argv, stdin=subprocess.DEVNULL))
         finally:
             os.close(read_fd)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)

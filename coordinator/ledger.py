@@ -19,7 +19,7 @@ not in the ledger: no record was lost there.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -80,3 +80,52 @@ class Ledger:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, with ``closes``."""
         return {**asdict(self), "closes": self.closes}
+
+
+@dataclass
+class Counts:
+    """The coordinator's running counts, from which the ledger and the summary are built.
+
+    ``sent`` is counted here as events are routed; ``processed``, ``failed``, ``batched``
+    and ``open_sessions`` are the newest figures each worker reported. The ``restored_*``
+    counts are those of the checkpoint the run resumed from (workers count from zero).
+    """
+
+    workers: int
+    records_read: int = 0
+    dead: int = 0  # lines in dead-letters.jsonl
+    dead_input: int = 0  # records refused before routing (source, intake)
+    late: int = 0
+    sessions_ended: int = 0
+    window_rows: int = 0
+    restored_events: int = 0
+    restored_routed: int = 0
+    restored_failed: int = 0
+    sent: list[int] = field(default_factory=list)
+    processed: list[int] = field(default_factory=list)  # events each worker's pipeline took in
+    failed: list[int] = field(default_factory=list)  # of those, events a processor raised on
+    batched: list[int] = field(default_factory=list)
+    open_sessions: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in ("sent", "processed", "failed", "batched", "open_sessions"):
+            if not getattr(self, name):
+                setattr(self, name, [0] * self.workers)
+
+    def routed(self) -> int:
+        """Events routed to a worker, in this run and before the checkpoint it resumed."""
+        return self.restored_routed + sum(self.sent)
+
+    def handled(self) -> int:
+        """Events the workers' pipelines took in, before the checkpoint too."""
+        return self.restored_events + sum(self.processed)
+
+    def failed_total(self) -> int:
+        """Events a processor raised on, before the checkpoint too."""
+        return self.restored_failed + sum(self.failed)
+
+    def ledger(self, held: int = 0) -> Ledger:
+        """Where every record read went so far (``held``: records the intake holds)."""
+        return Ledger.of(read=self.records_read, dead_input=self.dead_input, late=self.late,
+                         routed=self.routed(), handled=self.handled(),
+                         failed=self.failed_total(), held=held)

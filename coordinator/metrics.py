@@ -1,6 +1,6 @@
 """The run's figures in the Prometheus text format (``/metrics``).
 
-Built from :meth:`coordinator.runtime.Coordinator.snapshot`, the one dict that the
+Built from :meth:`coordinator.status.Status.snapshot`, the one dict that the
 progress line, ``/metrics``, ``bspump-cluster status`` and the live page all read.
 Names follow Prometheus conventions (see :mod:`cluster.prometheus`).
 """

@@ -2,13 +2,12 @@
 
 :class:`ZmqTransport` is the real thing: one PUSH socket per worker (an ordered
 channel for data and control) and one PULL socket all workers report to, as
-``ipc://`` endpoints in the run directory (mode 0700). :class:`LocalTransport`
-runs one shard inside the coordinator's process, for the in-process topology.
+``ipc://`` endpoints in the run directory (mode 0700). :class:`Transport` is what
+the coordinator's pieces need of it, so a unit test can hand them a recording fake.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Protocol
 
 import zmq
@@ -69,28 +68,3 @@ class ZmqTransport:
         for s in [*self.down, self.up]:
             s.close(linger=0)
         self.ctx.term()
-
-
-class LocalTransport:
-    """One shard in this process: messages are handled as they are sent."""
-
-    def __init__(self, shard: Any) -> None:
-        self.workers = 1
-        self.shard = shard
-        self.inbox: asyncio.Queue[list[Any]] = asyncio.Queue()
-        self.inbox.put_nowait(shard.hello())
-
-    async def send(self, worker: int, message: list[Any]) -> None:
-        """Handle the message right away; queue the reply."""
-        # Round-trip through msgpack so the in-process run sees exactly what a worker sees.
-        reply = self.shard.handle(wire.unpack(wire.pack(message)))
-        if reply is not None:
-            self.inbox.put_nowait(wire.unpack(wire.pack(reply)))
-        await asyncio.sleep(0)
-
-    async def recv(self) -> list[Any]:
-        """The next reply."""
-        return await self.inbox.get()
-
-    def close(self) -> None:
-        """Nothing to release."""

@@ -10,16 +10,22 @@ embedded, is written as ``<output_dir>/report.html``.
 from __future__ import annotations
 
 import json
+import logging
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cluster import httpd
+from cluster.config import ClusterSettings
+from cluster.errors import StartRefused
 from cluster.outputs import FILE_MODE, atomic_write_bytes
 from coordinator import metrics
 
-if TYPE_CHECKING:
-    from coordinator.runtime import Coordinator
+log = logging.getLogger("bspump-cluster.coordinator")
+
+# () -> the run's snapshot now (coordinator.status.Status.snapshot)
+Snapshot = Callable[[], dict[str, Any]]
 
 PAGE_DIR = Path(__file__).resolve().parent / "page"
 _SNAPSHOT_MARK = "/*SNAPSHOT*/null"
@@ -48,18 +54,44 @@ def write_report(snapshot: dict[str, Any], path: Path, mode: int = FILE_MODE) ->
     atomic_write_bytes(path, page(snapshot).encode("utf-8"), mode)
 
 
-def routes(coord: Coordinator) -> httpd.Routes:
+def routes(snapshot: Snapshot) -> httpd.Routes:
     """What the coordinator serves: /metrics, /api/snapshot and the live page."""
     return {
-        "/metrics": lambda: (metrics.render(coord.snapshot()).encode(), httpd.PROMETHEUS_TEXT),
-        "/api/snapshot": lambda: (json.dumps(coord.snapshot()).encode(), "application/json"),
+        "/metrics": lambda: (metrics.render(snapshot()).encode(), httpd.PROMETHEUS_TEXT),
+        "/api/snapshot": lambda: (json.dumps(snapshot()).encode(), "application/json"),
         "/": lambda: (page().encode(), _TYPES[".html"]),
         "/index.html": lambda: (page().encode(), _TYPES[".html"]),
         "/favicon.ico": lambda: (b"", "image/x-icon"),
     }
 
 
-async def serve(coord: Coordinator, host: str, port: int,
+async def serve(snapshot: Snapshot, host: str, port: int,
                 sock: socket.socket | None = None) -> httpd.HttpServer:
     """Start serving in the running event loop (on ``sock`` when already bound)."""
-    return await httpd.serve(routes(coord), host, port, sock)
+    return await httpd.serve(routes(snapshot), host, port, sock)
+
+
+def bind(settings: ClusterSettings) -> socket.socket | None:
+    """Bind ``[cluster] http`` now, before any result is touched: a taken port refuses the
+    run. None when the run serves no HTTP."""
+    if not settings.http:
+        return None
+    host, port = settings.http
+    try:
+        return httpd.bind(host, port)
+    except OSError as e:
+        where = settings.config.where("cluster", "http")
+        raise StartRefused(f"cannot serve http on {host}:{port} ({where}): "
+                           f"{e.strerror or e}") from None
+
+
+async def start(settings: ClusterSettings, snapshot: Snapshot,
+                sock: socket.socket | None) -> httpd.HttpServer | None:
+    """Serve /metrics, /api/snapshot and the live page when ``[cluster] http`` is set."""
+    if not settings.http:
+        return None
+    host, port = settings.http
+    server = await serve(snapshot, host, port, sock)
+    log.info("metrics and live page on http://%s:%d/", host, server.port,
+             extra={"event": "http", "host": host, "port": server.port})
+    return server

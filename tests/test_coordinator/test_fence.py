@@ -32,27 +32,27 @@ def _write(cp_dir: Path, cp_id: int, owner: str) -> None:
 
 def test_a_newer_checkpoint_by_another_host_stops_the_task(seed_config, tmp_path: Path) -> None:
     coord = _coordinator(seed_config, tmp_path, "events:0")
-    assert coord.cp_dir == tmp_path / "out" / "checkpoints"
-    _write(coord.cp_dir, 1, "me:1")
-    _write(coord.cp_dir, 2, "me:1")
-    coord.cp_next_id = 3  # this task wrote 1 and 2
-    coord._check_still_owner()
-    _write(coord.cp_dir, 3, "other:7")
+    assert coord.checkpoints.dir == tmp_path / "out" / "checkpoints"
+    _write(coord.checkpoints.dir, 1, "me:1")
+    _write(coord.checkpoints.dir, 2, "me:1")
+    coord.checkpoints.next_id = 3  # this task wrote 1 and 2
+    coord.checkpoints.check_still_owner()
+    _write(coord.checkpoints.dir, 3, "other:7")
     with pytest.raises(ClusterError, match=r"moved to another host.*checkpoint 3.*other:7"):
-        coord._check_still_owner()
+        coord.checkpoints.check_still_owner()
 
 
 def test_a_half_written_folder_of_another_host_stops_it_too(seed_config, tmp_path: Path) -> None:
     coord = _coordinator(seed_config, tmp_path, "events:0")
-    assert coord.cp_dir is not None
-    coord.cp_next_id = 5
-    checkpoint.create_folder(coord.cp_dir, 6)
+    assert coord.checkpoints.dir is not None
+    coord.checkpoints.next_id = 5
+    checkpoint.create_folder(coord.checkpoints.dir, 6)
     with pytest.raises(ClusterError, match="checkpoint 6"):
-        coord._check_still_owner()
+        coord.checkpoints.check_still_owner()
 
 
 def test_one_host_runs_never_check(seed_config, tmp_path: Path) -> None:
     coord = _coordinator(seed_config, tmp_path, None)
-    assert coord.cp_dir is not None
-    _write(coord.cp_dir, 9, "other:7")
-    coord._check_still_owner()
+    assert coord.checkpoints.dir is not None
+    _write(coord.checkpoints.dir, 9, "other:7")
+    coord.checkpoints.check_still_owner()
