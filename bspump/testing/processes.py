@@ -1,0 +1,94 @@
+"""``workers >= 1``: the real cluster, started as ``python -m cluster run``, read back.
+
+Events go to the cluster as a JSON-lines file its ``FileJSONLinesSource`` reads; what
+reaches the sink is written by ``FileJSONLinesSink``, one file per worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bspump.testing.result import PipelineResult, RunFailed, _plain
+
+# Where the cluster writes what TestingSink would collect (one file per worker).
+SINK_FILE = "testing-sink.jsonl"
+INPUT_FILE = "testing-input.jsonl"
+
+
+def import_root(cls: type) -> tuple[str, Path]:
+    """``module:Class`` of a pipeline class, and the folder to import its module from."""
+    module = sys.modules.get(cls.__module__)
+    file = getattr(module, "__file__", None)
+    if cls.__module__ == "__main__" or file is None or "<locals>" in cls.__qualname__:
+        raise ValueError(f"{cls.__qualname__}: a cluster imports the pipeline by name; define "
+                         "it at the top level of an importable module")
+    depth = cls.__module__.count(".")
+    root = Path(file).resolve().parents[depth]
+    if Path(file).name == "__init__.py":
+        root = root.parent
+    return f"{cls.__module__}:{cls.__qualname__}", root
+
+
+def _jsonl(path: Path) -> list[Any]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def _read_output(out: Path, pipeline_id: str, workers: int, stdout: str) -> PipelineResult:
+    """A finished cluster run's output folder, as a PipelineResult."""
+    result = PipelineResult(workers=workers, stdout=stdout, output_dir=out,
+                            summary=json.loads((out / "summary.json").read_text()))
+    for kind, target in (("windows", result.windows), ("sessions", result.sessions),
+                         ("anomalies", result.anomalies)):
+        for path in sorted(out.glob(f"{pipeline_id}.*.{kind}.jsonl")):
+            target[path.name[len(pipeline_id) + 1:-len(f".{kind}.jsonl")]] = _jsonl(path)
+    for path in sorted(out.glob("*.npy")):
+        result.matrices[path.stem] = np.load(path, allow_pickle=False)
+    stem, suffix = SINK_FILE.rsplit(".", 1)
+    for w in range(workers):
+        result.sink.extend(_jsonl(out / f"{stem}.w{w}.{suffix}"))
+    result.dead_letters = _jsonl(out / "dead-letters.jsonl")
+    result.late_events = _jsonl(out / "late-events.jsonl")
+    return result
+
+
+def run_cluster(pipeline: str, python_path: list[Path], pipeline_id: str,
+                 events: list[Any] | None, sections: str, routing: dict[str, Any],
+                 cluster: dict[str, Any], replace_sink: bool, workers: int, folder: Path,
+                 timeout: float) -> PipelineResult:
+    out = folder / "out"
+    keys = {"pipeline": pipeline, "pipeline_id": pipeline_id,
+            "python_path": os.pathsep.join(str(p) for p in python_path),
+            "checkpoint_dir": "none", "progress": "no", **cluster}
+    pipe = dict(routing)
+    if events is not None:
+        source = folder / INPUT_FILE
+        with source.open("w", encoding="utf-8") as f:
+            for event in events:
+                f.write(json.dumps(_plain(event)) + "\n")
+        pipe["source"] = "bspump.file:FileJSONLinesSource"
+        sections += f"\n[pipeline:{pipeline_id}:FileJSONLinesSource]\npath = {source}\n"
+    if replace_sink:
+        pipe["sink"] = "bspump.file:FileJSONLinesSink"
+        sections += f"\n[pipeline:{pipeline_id}:FileJSONLinesSink]\npath = {SINK_FILE}\n"
+    text = "[cluster]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items() if v is not None)
+    text += f"\n[pipeline:{pipeline_id}]\n" + "".join(
+        f"{k} = {v}\n" for k, v in pipe.items() if v is not None)
+    config = folder / "testing.ini"
+    config.write_text(text + sections)
+    p = subprocess.run([sys.executable, "-m", "cluster", "run", str(config), "--output-dir",
+                        str(out), "--workers", str(workers)], capture_output=True, text=True,
+                       timeout=timeout, check=False)
+    if p.returncode != 0:
+        raise RunFailed(f"the cluster run ended with exit code {p.returncode} "
+                        f"(config {config}):\n{p.stderr[-4000:]}")
+    return _read_output(out, pipeline_id, workers, p.stdout)
