@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bspump.pipeline import Pipeline
+from bspump import Pipeline
 from bspump.testing.local import run_here
 from bspump.testing.pieces import TestingSink, TestingSource
 from bspump.testing.processes import import_root, run_cluster

@@ -21,12 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from bspump import Application, Pipeline, RunInfo, Source
 from bspump.analyzer import SessionAnalyzer, TimeWindowAnalyzer
-from bspump.application import Application, RunInfo
-from bspump.pipeline import Pipeline
-from bspump.processor import Source
 from bspump.testing.pieces import TestingSink, TestingSource
-from bspump.testing.result import PipelineResult, _number, _plain
+from bspump.testing.result import PipelineResult, number, plain
 
 MIN_TIME, MAX_TIME = 0.0, 32503680000.0  # 1970 .. 3000
 
@@ -118,7 +116,7 @@ class _LocalRun:
                 continue
             if t < self.watermark:
                 self.result.late_events.append(
-                    {"event_time": t, "watermark": _number(self.watermark), "record": record})
+                    {"event_time": t, "watermark": number(self.watermark), "record": record})
                 continue
             self.max_time = max(self.max_time, t)
             new = max(self.watermark, self.max_time - self.lateness)
@@ -166,12 +164,12 @@ class _LocalRun:
                                                          counts[counts != 0].tolist(),
                                                          strict=True)}
                     for key in sorted(found, key=lambda k: (type(k).__name__, str(k))):
-                        rows.append({"window_start": _number(period * res),
-                                     "window_end": _number((period + 1) * res),
-                                     "key": key, "count": _number(found[key])})
+                        rows.append({"window_start": number(period * res),
+                                     "window_end": number((period + 1) * res),
+                                     "key": key, "count": number(found[key])})
             for key, first, last, events in news.get("ended") or ():
                 result.sessions.setdefault(aid, []).append(
-                    {"key": key, "start": _number(first), "end": _number(last),
+                    {"key": key, "start": number(first), "end": number(last),
                      "events": events})
             for key, t, value, mean, std, score in news.get("anomalies") or ():
                 result.anomalies.setdefault(aid, []).append(
@@ -230,5 +228,5 @@ def run_here(pipeline_cls: type[Pipeline], pipeline_id: str, events: list[Any] |
     if isinstance(sink, TestingSink):
         result.sink = sink.events
     for name in ("windows", "sessions", "anomalies", "sink", "dead_letters", "late_events"):
-        setattr(result, name, _plain(getattr(result, name)))
+        setattr(result, name, plain(getattr(result, name)))
     return result

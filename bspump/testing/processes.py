@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bspump.testing.result import PipelineResult, RunFailed, _plain
+from bspump.testing.result import PipelineResult, RunFailed, plain
 
 # Where the cluster writes what TestingSink would collect (one file per worker).
 SINK_FILE = "testing-sink.jsonl"
@@ -74,7 +74,7 @@ def run_cluster(pipeline: str, python_path: list[Path], pipeline_id: str,
         source = folder / INPUT_FILE
         with source.open("w", encoding="utf-8") as f:
             for event in events:
-                f.write(json.dumps(_plain(event)) + "\n")
+                f.write(json.dumps(plain(event)) + "\n")
         pipe["source"] = "bspump.file:FileJSONLinesSource"
         sections += f"\n[pipeline:{pipeline_id}:FileJSONLinesSource]\npath = {source}\n"
     if replace_sink:

@@ -14,10 +14,10 @@ class RunFailed(AssertionError):
     """The run did not finish with exit code 0; the message holds what it printed."""
 
 
-def _hashable(value: Any) -> Any:
+def hashable(value: Any) -> Any:
     """A key read back from JSON (lists where there were tuples), made hashable."""
     if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)
+        return tuple(hashable(v) for v in value)
     return value
 
 
@@ -48,7 +48,7 @@ class PipelineResult:
         """``{(window_start, window_end, key): count}`` of one TimeWindowAnalyzer."""
         counts: dict[tuple[Any, Any, Any], float] = {}
         for row in self.windows.get(analyzer, []):
-            slot = (row["window_start"], row["window_end"], _hashable(row["key"]))
+            slot = (row["window_start"], row["window_end"], hashable(row["key"]))
             if slot in counts:
                 raise AssertionError(f"{analyzer}: window row {slot} written twice")
             counts[slot] = row["count"]
@@ -56,16 +56,16 @@ class PipelineResult:
 
     def session_list(self, analyzer: str) -> list[tuple[Any, Any, Any, int]]:
         """Sorted ``(key, start, end, events)`` of one SessionAnalyzer's ended sessions."""
-        return sorted((_hashable(s["key"]), s["start"], s["end"], s["events"])
+        return sorted((hashable(s["key"]), s["start"], s["end"], s["events"])
                       for s in self.sessions.get(analyzer, []))
 
 
-def _number(x: float) -> int | float:
+def number(x: float) -> int | float:
     """An integral float as int, as the cluster writes counts and epoch seconds."""
     return int(x) if float(x).is_integer() else float(x)
 
 
-def _plain(obj: Any) -> Any:
+def plain(obj: Any) -> Any:
     """``obj`` as JSON gives it back, so in-process results look like a cluster's."""
     def default(o: Any) -> Any:
         if hasattr(o, "item"):
