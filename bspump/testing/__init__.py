@@ -40,6 +40,7 @@ __all__ = ["PipelineResult", "RunFailed", "TestingSink", "TestingSource", "run_p
 
 RUN_TIMEOUT = 300.0
 
+
 def _sections(pipeline_id: str, processors: Mapping[str, Mapping[str, Any]] | None,
               ini: str) -> str:
     text = ""
@@ -51,7 +52,8 @@ def _sections(pipeline_id: str, processors: Mapping[str, Mapping[str, Any]] | No
 
 def run_pipeline(pipeline: type[Pipeline] | str, events: Iterable[Any] | None = None, *,
                  shard_key: str, time_field: str | None = None,
-                 allowed_lateness: float = 0.0, workers: int = 0,
+                 allowed_lateness: float = 0.0, max_time_jump: float = 3600.0,
+                 time_jump_confirm: int = 100, workers: int = 0,
                  processors: Mapping[str, Mapping[str, Any]] | None = None, ini: str = "",
                  cluster: Mapping[str, Any] | None = None, pipeline_id: str | None = None,
                  python_path: Sequence[str | os.PathLike[str]] = (), replace_sink: bool = True,
@@ -64,8 +66,9 @@ def run_pipeline(pipeline: type[Pipeline] | str, events: Iterable[Any] | None = 
     pipeline's source; None keeps its own (a finite one). Unless ``replace_sink`` is
     False the sink is replaced too, by one that keeps the events (``result.sink``).
 
-    ``shard_key``, ``time_field`` and ``allowed_lateness`` are the ``[pipeline:ID]``
-    keys of a config; ``processors`` maps a processor's id or class name to its keys
+    ``shard_key``, ``time_field``, ``allowed_lateness``, ``max_time_jump`` and
+    ``time_jump_confirm`` are the ``[pipeline:ID]`` keys of a config; ``processors`` maps
+    a processor's id or class name to its keys
     (``{"HourlyCountAnalyzer": {"count_field": "type"}}``); ``ini`` is more config
     text (``[matrix:ID]`` sections...); ``cluster`` sets ``[cluster]`` keys of a
     cluster run (``batch_size``, ``key_groups``...).
@@ -92,7 +95,8 @@ def run_pipeline(pipeline: type[Pipeline] | str, events: Iterable[Any] | None = 
     pid = pipeline_id or name
     sections = _sections(pid, processors, ini)
     routing = {"shard_key": shard_key, "time_field": time_field,
-               "allowed_lateness": allowed_lateness}
+               "allowed_lateness": allowed_lateness, "max_time_jump": max_time_jump,
+               "time_jump_confirm": time_jump_confirm}
     with contextlib.ExitStack() as stack:
         if output_dir is not None:
             folder = Path(output_dir)
@@ -101,7 +105,7 @@ def run_pipeline(pipeline: type[Pipeline] | str, events: Iterable[Any] | None = 
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bspump-test-")))
         if workers:
             result = run_cluster(ref, roots, pid, event_list, sections, routing,
-                                  dict(cluster or {}), replace_sink, workers, folder, timeout)
+                                 dict(cluster or {}), replace_sink, workers, folder, timeout)
             if output_dir is None:
                 result.output_dir = None  # removed on the way out
             return result
@@ -110,16 +114,17 @@ def run_pipeline(pipeline: type[Pipeline] | str, events: Iterable[Any] | None = 
         ini_text = "[cluster]\n" + "".join(f"{k} = {v}\n" for k, v in (cluster or {}).items())
         ini_text += f"\n[pipeline:{pid}]\n" + "".join(
             f"{k} = {v}\n" for k, v in routing.items() if v is not None) + sections
-        return run_here(cls, pid, event_list, ini_text, shard_key, time_field,
-                         float(allowed_lateness), replace_sink, folder)
+        return run_here(cls, pid, event_list, ini_text, routing, replace_sink, folder)
 
 
 def _import(module: str, name: str, roots: list[Path]) -> type[Pipeline]:
-    """Import ``module:name`` with ``roots`` searched first."""
-    for root in reversed(roots):
-        if str(root) not in sys.path:
-            sys.path.insert(0, str(root))
-    obj = getattr(importlib.import_module(module), name)
+    """Import ``module:name`` with ``roots`` searched first (only for this import)."""
+    saved = list(sys.path)
+    sys.path[:0] = [str(r) for r in roots]
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    finally:
+        sys.path[:] = saved
     if not (isinstance(obj, type) and issubclass(obj, Pipeline)):
         raise ValueError(f"{module}:{name} is not a bspump.Pipeline")
     return obj

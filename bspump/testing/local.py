@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,8 @@ class _LocalRun:
     """Drives one pipeline in this process: routing rules, watermarks, window rows."""
 
     def __init__(self, pipeline: Pipeline, result: PipelineResult, shard_key: str,
-                 time_field: str | None, lateness: float) -> None:
+                 time_field: str | None, lateness: float, max_time_jump: float = 3600.0,
+                 time_jump_confirm: int = 100) -> None:
         self.pipeline = pipeline
         self.result = result
         self.key_fields = _key_fields(shard_key)
@@ -91,6 +92,10 @@ class _LocalRun:
         self.tick = _tick_of(pipeline, time_field)
         self.watermark = -math.inf
         self.max_time = -math.inf
+        self.max_jump = max_time_jump if time_field else 0.0
+        self.confirm = time_jump_confirm
+        self.held: list[tuple[float, Any]] = []
+        self.since = 0  # records in time since the first one was held
         self.times: list[float] = []
         self.events: list[Any] = []
         self.analyzers = {p.Id: p for p in pipeline.Processors
@@ -113,22 +118,51 @@ class _LocalRun:
                 continue
             if self.time_field is None:
                 self._data(t, record)
-                continue
-            if t < self.watermark:
-                self.result.late_events.append(
-                    {"event_time": t, "watermark": number(self.watermark), "record": record})
-                continue
-            self.max_time = max(self.max_time, t)
-            new = max(self.watermark, self.max_time - self.lateness)
-            crossed = math.floor(new / self.tick) > math.floor(self.watermark / self.tick) \
-                if math.isfinite(self.watermark) else math.isfinite(new)
-            self.watermark = new
-            if crossed:
-                # As the cluster cuts the stream: data before, then the watermark, then
-                # the record that moved it.
-                self._advance(new)
-            self._data(t, record)
+            else:
+                self._in_order(t, record)
         self._flush()
+
+    def _in_order(self, t: float, record: Any) -> None:
+        """The far-ahead rule: a record more than max_time_jump ahead of the newest time is
+        held until time_jump_confirm held records confirm the jump (all released, in
+        order) or as many records in time refute it (all dead letters)."""
+        if self.max_jump > 0 and math.isfinite(self.max_time) \
+                and t > self.max_time + self.max_jump:
+            self.held.append((t, record))
+            if len(self.held) >= self.confirm:
+                self.release()
+            return
+        self._accept(t, record)
+        if self.held:
+            self.since += 1
+            if self.since >= self.confirm:
+                for _, r in self.held:
+                    self._dead(r, f"timestamp too far ahead (max_time_jump = {self.max_jump:g} "
+                                  f"s) and the next {self.confirm} records did not confirm it")
+                self.held, self.since = [], 0
+
+    def release(self) -> None:
+        """Let every held record in, in input order, as if it had just arrived."""
+        held, self.held, self.since = self.held, [], 0
+        for t, record in held:
+            self._accept(t, record)
+
+    def _accept(self, t: float, record: Any) -> None:
+        """Late behind the watermark, else data; the watermark moves a tick at a time."""
+        if t < self.watermark:
+            self.result.late_events.append(
+                {"event_time": t, "watermark": number(self.watermark), "record": record})
+            return
+        self.max_time = max(self.max_time, t)
+        new = max(self.watermark, self.max_time - self.lateness)
+        crossed = math.floor(new / self.tick) > math.floor(self.watermark / self.tick) \
+            if math.isfinite(self.watermark) else math.isfinite(new)
+        self.watermark = new
+        if crossed:
+            # As the cluster cuts the stream: data before, then the watermark, then the
+            # record that moved it.
+            self._advance(new)
+        self._data(t, record)
 
     def _dead(self, record: Any, reason: str) -> None:
         self.result.dead_letters.append({"reason": reason, "record": record})
@@ -181,7 +215,9 @@ class _LocalRun:
                                         "record": d["record"]})
 
     def finish(self) -> None:
-        """End of input: every window closes, every session ends, the sink flushes."""
+        """End of input: held records go in (nothing refuted them), every window closes,
+        every session ends, the sink flushes."""
+        self.release()
         self._flush()
         last = self.max_time if math.isfinite(self.max_time) else 0.0
         self.pipeline.finish(last)
@@ -197,10 +233,11 @@ async def _drain(source: Source, run: _LocalRun) -> None:
 
 
 def run_here(pipeline_cls: type[Pipeline], pipeline_id: str, events: list[Any] | None,
-              ini: str, shard_key: str, time_field: str | None, lateness: float,
-              replace_sink: bool, folder: Path) -> PipelineResult:
-    """Run the pipeline in this process (see the module docstring); the config is
-    written to ``folder`` as ``testing.ini``, where the Application reads it."""
+             ini: str, routing: Mapping[str, Any], replace_sink: bool,
+             folder: Path) -> PipelineResult:
+    """Run the pipeline in this process (see the module docstring). ``routing`` holds the
+    ``[pipeline:ID]`` keys; the whole config is written to ``folder`` as ``testing.ini``,
+    where the Application reads it."""
     config = folder / "testing.ini"
     config.write_text(ini)
     app = Application(config)
@@ -215,7 +252,11 @@ def run_here(pipeline_cls: type[Pipeline], pipeline_id: str, events: list[Any] |
     source, sink = pipeline.Source, pipeline.Sink
     assert source is not None
     result = PipelineResult(workers=0)
-    run = _LocalRun(pipeline, result, shard_key, time_field, lateness)
+    time_field = routing.get("time_field")
+    lateness = float(routing.get("allowed_lateness", 0.0))
+    run = _LocalRun(pipeline, result, str(routing["shard_key"]), time_field, lateness,
+                    float(routing.get("max_time_jump", 3600.0)),
+                    int(routing.get("time_jump_confirm", 100)))
     info = RunInfo(role="local", run_id="testing", output_dir=folder,
                    event_time=time_field is not None, ring_span=lateness + 2 * run.tick)
     printed = io.StringIO()

@@ -43,6 +43,18 @@ def _jsonl(path: Path) -> list[Any]:
             if line.strip()]
 
 
+def _decoded(dead: dict[str, Any]) -> dict[str, Any]:
+    """A dead letter the cluster refused before any processor keeps the input line as
+    text: give back the event it was, as the in-process run does (a cut one stays text)."""
+    record = dead.get("record")
+    if dead.get("processor") is None and isinstance(record, str):
+        try:
+            dead["record"] = json.loads(record)
+        except ValueError:
+            pass
+    return dead
+
+
 def _read_output(out: Path, pipeline_id: str, workers: int, stdout: str) -> PipelineResult:
     """A finished cluster run's output folder, as a PipelineResult."""
     result = PipelineResult(workers=workers, stdout=stdout, output_dir=out,
@@ -56,7 +68,7 @@ def _read_output(out: Path, pipeline_id: str, workers: int, stdout: str) -> Pipe
     stem, suffix = SINK_FILE.rsplit(".", 1)
     for w in range(workers):
         result.sink.extend(_jsonl(out / f"{stem}.w{w}.{suffix}"))
-    result.dead_letters = _jsonl(out / "dead-letters.jsonl")
+    result.dead_letters = [_decoded(d) for d in _jsonl(out / "dead-letters.jsonl")]
     result.late_events = _jsonl(out / "late-events.jsonl")
     return result
 
