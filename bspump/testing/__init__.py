@@ -33,7 +33,7 @@ from typing import Any
 from bspump import Pipeline
 from bspump.testing.local import run_here
 from bspump.testing.pieces import TestingSink, TestingSource
-from bspump.testing.processes import import_root, run_cluster
+from bspump.testing.processes import FILE_SOURCE, import_root, run_cluster, write_config
 from bspump.testing.result import PipelineResult, RunFailed
 
 __all__ = ["PipelineResult", "RunFailed", "TestingSink", "TestingSource", "run_pipeline"]
@@ -63,8 +63,10 @@ def run_pipeline(pipeline: type[Pipeline] | str, events: Iterable[Any] | None = 
 
     ``pipeline`` is a Pipeline subclass defined at the top level of a module, or
     ``"module:Class"`` importable from ``python_path``. ``events`` (dicts) replace the
-    pipeline's source; None keeps its own (a finite one). Unless ``replace_sink`` is
-    False the sink is replaced too, by one that keeps the events (``result.sink``).
+    pipeline's source (a ``FileJSONLinesSource`` reads them, as JSON lines, on every
+    topology); None keeps its own (a finite one: :class:`TestingSource` built into
+    the pipeline, the generator with a count...). Unless ``replace_sink`` is False the
+    sink is replaced too, by one that keeps the events (``result.sink``).
 
     ``shard_key``, ``time_field``, ``allowed_lateness``, ``max_time_jump`` and
     ``time_jump_confirm`` are the ``[pipeline:ID]`` keys of a config; ``processors`` maps
@@ -89,32 +91,31 @@ def run_pipeline(pipeline: type[Pipeline] | str, events: Iterable[Any] | None = 
         cls: type[Pipeline] | None = None
         ref = pipeline
     else:
-        ref, root = import_root(pipeline) if workers else (pipeline.__qualname__, Path())
-        roots = [*(Path(p).resolve() for p in python_path), root] if workers else []
+        ref, root = import_root(pipeline) if workers else (pipeline.__qualname__, None)
+        roots = [*(Path(p).resolve() for p in python_path), *([root] if root else [])]
         cls, name = pipeline, pipeline.__name__
     pid = pipeline_id or name
     sections = _sections(pid, processors, ini)
     routing = {"shard_key": shard_key, "time_field": time_field,
                "allowed_lateness": allowed_lateness, "max_time_jump": max_time_jump,
-               "time_jump_confirm": time_jump_confirm}
+               "time_jump_confirm": time_jump_confirm,
+               "source": None if event_list is None else FILE_SOURCE}
     with contextlib.ExitStack() as stack:
         if output_dir is not None:
             folder = Path(output_dir)
             folder.mkdir(parents=True, exist_ok=True)
         else:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bspump-test-")))
+        config = write_config(folder, ref, roots, pid, event_list, sections, routing,
+                              dict(cluster or {}), replace_sink and workers > 0)
         if workers:
-            result = run_cluster(ref, roots, pid, event_list, sections, routing,
-                                 dict(cluster or {}), replace_sink, workers, folder, timeout)
+            result = run_cluster(config, pid, workers, timeout)
             if output_dir is None:
                 result.output_dir = None  # removed on the way out
             return result
         if cls is None:
             cls = _import(module, name, roots)
-        ini_text = "[cluster]\n" + "".join(f"{k} = {v}\n" for k, v in (cluster or {}).items())
-        ini_text += f"\n[pipeline:{pid}]\n" + "".join(
-            f"{k} = {v}\n" for k, v in routing.items() if v is not None) + sections
-        return run_here(cls, pid, event_list, ini_text, routing, replace_sink, folder)
+        return run_here(cls, pid, config, routing, replace_sink)
 
 
 def _import(module: str, name: str, roots: list[Path]) -> type[Pipeline]:

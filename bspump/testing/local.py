@@ -4,14 +4,17 @@ The cluster's rules for a record are kept small here, because ``bspump`` must no
 the cluster: a record without a usable shard key or event time is a dead letter, one
 behind the watermark is late; the watermark is the newest event time minus the allowed
 lateness and moves on a tick (the finest window resolution) at a time, before the
-record that moved it, as the cluster cuts its stream; closed windows are read from the
-analyzer's ring as the coordinator reads them from shared memory.
+record that moved it, as the cluster cuts its stream; a record far ahead of the stream
+is held as the cluster holds it (``max_time_jump``); closed windows are read from the
+analyzer's ring as the coordinator reads them from shared memory. The config's source
+override is applied as the cluster's loader applies it; the sink is a TestingSink.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import io
 import math
 from collections.abc import Mapping, Sequence
@@ -23,7 +26,7 @@ import numpy as np
 
 from bspump import Application, Pipeline, RunInfo, Source
 from bspump.analyzer import SessionAnalyzer, TimeWindowAnalyzer
-from bspump.testing.pieces import TestingSink, TestingSource
+from bspump.testing.pieces import TestingSink
 from bspump.testing.result import PipelineResult, number, plain
 
 MIN_TIME, MAX_TIME = 0.0, 32503680000.0  # 1970 .. 3000
@@ -232,18 +235,24 @@ async def _drain(source: Source, run: _LocalRun) -> None:
         run.feed(records)
 
 
-def run_here(pipeline_cls: type[Pipeline], pipeline_id: str, events: list[Any] | None,
-             ini: str, routing: Mapping[str, Any], replace_sink: bool,
-             folder: Path) -> PipelineResult:
-    """Run the pipeline in this process (see the module docstring). ``routing`` holds the
-    ``[pipeline:ID]`` keys; the whole config is written to ``folder`` as ``testing.ini``,
-    where the Application reads it."""
-    config = folder / "testing.ini"
-    config.write_text(ini)
+def _piece(ref: str) -> type[Source]:
+    module, _, name = ref.partition(":")
+    piece = getattr(importlib.import_module(module), name)
+    if not (isinstance(piece, type) and issubclass(piece, Source)):
+        raise ValueError(f"{ref} is not a bspump.Source")
+    return piece
+
+
+def run_here(pipeline_cls: type[Pipeline], pipeline_id: str, config: Path,
+             routing: Mapping[str, Any], replace_sink: bool) -> PipelineResult:
+    """Run the pipeline in this process (see the module docstring) with the config a
+    cluster run would read; ``routing`` holds its ``[pipeline:ID]`` keys."""
     app = Application(config)
     pipeline = pipeline_cls(app, pipeline_id)
-    if events is not None:
-        pipeline.Source = TestingSource(app, pipeline, events)
+    source_ref = routing.get("source")
+    if source_ref:
+        # What the cluster's loader does with [pipeline:ID] source = module:Class.
+        pipeline.Source = _piece(source_ref)(app, pipeline)
     if replace_sink or pipeline.Sink is None:
         pipeline.Sink = TestingSink(app, pipeline)
     pipeline.check_config()
@@ -257,7 +266,7 @@ def run_here(pipeline_cls: type[Pipeline], pipeline_id: str, events: list[Any] |
     run = _LocalRun(pipeline, result, str(routing["shard_key"]), time_field, lateness,
                     float(routing.get("max_time_jump", 3600.0)),
                     int(routing.get("time_jump_confirm", 100)))
-    info = RunInfo(role="local", run_id="testing", output_dir=folder,
+    info = RunInfo(role="local", run_id="testing", output_dir=config.parent,
                    event_time=time_field is not None, ring_span=lateness + 2 * run.tick)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

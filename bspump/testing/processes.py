@@ -20,6 +20,7 @@ from bspump.testing.result import PipelineResult, RunFailed, plain
 # Where the cluster writes what TestingSink would collect (one file per worker).
 SINK_FILE = "testing-sink.jsonl"
 INPUT_FILE = "testing-input.jsonl"
+FILE_SOURCE = "bspump.file:FileJSONLinesSource"
 
 
 def import_root(cls: type) -> tuple[str, Path]:
@@ -73,11 +74,16 @@ def _read_output(out: Path, pipeline_id: str, workers: int, stdout: str) -> Pipe
     return result
 
 
-def run_cluster(pipeline: str, python_path: list[Path], pipeline_id: str,
+def write_config(folder: Path, pipeline: str, python_path: list[Path], pipeline_id: str,
                  events: list[Any] | None, sections: str, routing: dict[str, Any],
-                 cluster: dict[str, Any], replace_sink: bool, workers: int, folder: Path,
-                 timeout: float) -> PipelineResult:
-    out = folder / "out"
+                 cluster: dict[str, Any], sink_file: bool) -> Path:
+    """The config of a test run, in ``folder``, the same on every topology but the sink.
+
+    With ``events``, they are written as JSON lines for the ``FileJSONLinesSource`` that
+    ``routing["source"]`` names (the pipeline's own file source gets the same path); with
+    ``sink_file`` (a cluster run's in-memory sink), a ``FileJSONLinesSink`` writes what
+    reaches the sink, one file per worker.
+    """
     keys = {"pipeline": pipeline, "pipeline_id": pipeline_id,
             "python_path": os.pathsep.join(str(p) for p in python_path),
             "checkpoint_dir": "none", "progress": "no", **cluster}
@@ -87,9 +93,8 @@ def run_cluster(pipeline: str, python_path: list[Path], pipeline_id: str,
         with source.open("w", encoding="utf-8") as f:
             for event in events:
                 f.write(json.dumps(plain(event)) + "\n")
-        pipe["source"] = "bspump.file:FileJSONLinesSource"
         sections += f"\n[pipeline:{pipeline_id}:FileJSONLinesSource]\npath = {source}\n"
-    if replace_sink:
+    if sink_file:
         pipe["sink"] = "bspump.file:FileJSONLinesSink"
         sections += f"\n[pipeline:{pipeline_id}:FileJSONLinesSink]\npath = {SINK_FILE}\n"
     text = "[cluster]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items() if v is not None)
@@ -97,6 +102,12 @@ def run_cluster(pipeline: str, python_path: list[Path], pipeline_id: str,
         f"{k} = {v}\n" for k, v in pipe.items() if v is not None)
     config = folder / "testing.ini"
     config.write_text(text + sections)
+    return config
+
+
+def run_cluster(config: Path, pipeline_id: str, workers: int, timeout: float) -> PipelineResult:
+    """Run ``config`` on ``workers`` worker processes to its end; read its output back."""
+    out = config.parent / "out"
     p = subprocess.run([sys.executable, "-m", "cluster", "run", str(config), "--output-dir",
                         str(out), "--workers", str(workers)], capture_output=True, text=True,
                        timeout=timeout, check=False)
