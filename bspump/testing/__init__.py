@@ -77,8 +77,9 @@ def run_pipeline(pipeline: type[Pipeline] | str, events: Iterable[Any] | None = 
 
     ``workers=0`` runs the pipeline in this process, with no cluster runtime;
     ``workers >= 1`` starts the cluster with that many worker processes and raises
-    :class:`RunFailed` unless it exits 0. Results land in ``output_dir`` when given,
-    else in a temporary folder removed afterwards.
+    :class:`RunFailed` unless it exits 0. The config, the input and (on a cluster)
+    the output folder land in ``output_dir`` when given, else in a temporary folder
+    removed afterwards.
     """
     if workers < 0:
         raise ValueError(f"workers must be 0 (in this process) or more, got {workers}")
