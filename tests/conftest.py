@@ -151,6 +151,17 @@ def recovery_config(input: Path, persistent: Path, batch: int, **cluster: object
                                   cluster="".join(f"{k} = {v}\n" for k, v in cluster.items()))
 
 
+# The topologies every pipeline test runs on: bspump.testing.run_pipeline's ``workers``.
+PIPELINE_TOPOLOGIES = {"in-process": 0, "1-worker": 1, "3-workers": 3}
+
+
+@pytest.fixture(params=list(PIPELINE_TOPOLOGIES.values()), ids=list(PIPELINE_TOPOLOGIES))
+def pipeline_workers(request: pytest.FixtureRequest) -> int:
+    """``workers`` for run_pipeline: a test taking this fixture runs in one process (0,
+    BSPump alone), on one worker and on three workers (real processes, ZeroMQ, shm)."""
+    return int(request.param)
+
+
 @pytest.fixture
 def seed_config(tmp_path: Path):
     """Write an input file and a config running every spec analyzer over it."""

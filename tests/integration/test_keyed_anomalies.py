@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONFIGS, ROOT, T0, cli, run_config
+from bspump.testing import run_pipeline
+from tests.conftest import CONFIGS, ROOT, T0, run_config
+from tests.integration.anomaly_pipelines import KeyedPipeline
 
 HERE = Path(__file__).resolve().parent
 WINDOW, THRESHOLD = 20, 3.0
@@ -89,17 +91,20 @@ def _flagged(out: Path) -> set[tuple[str, float]]:
     return set(flagged)
 
 
-@pytest.mark.parametrize("workers", [None, 1, 2, 3], ids=["in-process", "1", "2", "3"])
-def test_the_same_flags_on_any_number_of_workers(workers, data, tmp_path: Path) -> None:
+def test_the_same_flags_on_any_number_of_workers(pipeline_workers, data) -> None:
     lines, want = data
-    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
-    cfg = tmp_path / "keyed.ini"
-    cfg.write_text(CONFIG.format(input=tmp_path / "in.jsonl"))
-    run = run_config(cfg, tmp_path / "out", workers=workers, in_process=workers is None)
-    assert run.returncode == 0, run.stderr
+    result = run_pipeline(KeyedPipeline, [json.loads(x) for x in lines],
+                          workers=pipeline_workers, shard_key="user_id",
+                          time_field="timestamp", processors={"KeyedAnomalyDetector": {
+                              "window": WINDOW, "threshold": THRESHOLD}})
     assert len(want) > 50
-    assert _flagged(run.out) == want
-    assert run.summary()["anomalies"] == {"KeyedAnomalyDetector": len(want)}
+    flagged = [(e["user_id"], e["timestamp"]) for e in result.sink if e.get("anomaly")]
+    assert len(flagged) == len(set(flagged)) == len(want)
+    assert set(flagged) == want
+    rows = result.anomalies["KeyedAnomalyDetector"]
+    assert {(r["key"], r["event_time"]) for r in rows} == want
+    if result.summary is not None:
+        assert result.summary["anomalies"] == {"KeyedAnomalyDetector": len(want)}
 
 
 def test_the_windows_follow_their_keys_through_a_kill_and_a_restart_on_3(
@@ -126,39 +131,20 @@ def test_the_windows_follow_their_keys_through_a_kill_and_a_restart_on_3(
     assert _flagged(out) == want
 
 
-RATE = f"""
-[cluster]
-pipeline = spec_examples:AggregationPipeline
-python_path = {CONFIGS}
-
-[pipeline:AggregationPipeline]
-shard_key = user_id
-time_field = timestamp
-source = bspump.file:FileJSONLinesSource
-sink = bspump.common:NullSink
-
-[pipeline:AggregationPipeline:FileJSONLinesSource]
-path = {{input}}
-"""
-
-
-def test_the_documentations_division_by_zero_costs_that_event_alone(tmp_path: Path) -> None:
+def test_the_documentations_division_by_zero_costs_that_event_alone(pipeline_workers) -> None:
     # 99 zeros, then a value whose distance to the mean squares to 0.0 (underflow): the
     # documentation's std is then 0 while |value - mean| > 0, and it divides by zero.
     values = [0.0] * 99 + [1e-170] + [float(i % 7) for i in range(1, 51)]
-    lines = [json.dumps({"user_id": "u1", "timestamp": T0 + i, "value": v})
-             for i, v in enumerate(values)]
-    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
-    cfg = tmp_path / "rate.ini"
-    cfg.write_text(RATE.format(input=tmp_path / "in.jsonl"))
-    p = cli("run", str(cfg), "-o", str(tmp_path / "out"), "--in-process")
-    assert p.returncode == 0, p.stderr
-    dead = [json.loads(x) for x in (tmp_path / "out" / "dead-letters.jsonl").read_text()
-            .splitlines()]
+    events = [{"user_id": "u1", "timestamp": T0 + i, "value": v} for i, v in enumerate(values)]
+    result = run_pipeline("spec_examples:AggregationPipeline", events, python_path=[CONFIGS],
+                          workers=pipeline_workers, shard_key="user_id",
+                          time_field="timestamp")
+    dead = result.dead_letters
     assert len(dead) == 1
     assert dead[0]["processor"] == "RateAnomalyDetector"
     assert "ZeroDivisionError" in dead[0]["reason"]
     assert dead[0]["record"]["value"] == 1e-170
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["ledger"]["processed"] == len(values) - 1
-    assert summary["ledger"]["dead"] == 1
+    assert len(result.sink) == len(values) - 1
+    if result.summary is not None:
+        assert result.summary["ledger"]["processed"] == len(values) - 1
+        assert result.summary["ledger"]["dead"] == 1
