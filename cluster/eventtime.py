@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from bspump.periods import next_boundary, period_end
 from cluster.chunks import IntakeResult, Rejected, Take, cut
 from cluster.jumps import Held, JumpGuard
 
@@ -83,7 +84,7 @@ class EventClock:
         previous = np.concatenate(([first], tick_of[:-1]))
         cuts = np.flatnonzero(tick_of > previous).tolist()
         if cuts:
-            self._next_boundary = (float(tick_of[cuts[-1]]) + 1) * self.tick
+            self._next_boundary = period_end(float(tick_of[cuts[-1]]), self.tick)
         cut(self.workers, times, workers, take, keep, cuts, [float(w_keep[c]) for c in cuts],
             result, as_lists)
 
@@ -165,5 +166,5 @@ class EventClock:
         if self.event_time or now < self._next_boundary:
             return None
         self.watermark = now
-        self._next_boundary = (math.floor(now / self.tick) + 1) * self.tick
+        self._next_boundary = next_boundary(now, self.tick)
         return now

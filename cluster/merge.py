@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bspump.periods import is_closed
 from cluster.outputs import number
 from cluster.shm import Segment
 
@@ -91,7 +92,7 @@ class WindowMerger:
         """Rows of every pending period that closed at ``watermark``, oldest first."""
         rows: list[dict[str, Any]] = []
         res = self.resolution
-        for period in sorted(p for p in self.pending if (p + 1) * res <= watermark):
+        for period in sorted(p for p in self.pending if is_closed(p, res, watermark)):
             start = period * res
             merged = self.merge_period(period)
             try:

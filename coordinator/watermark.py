@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bspump.analyzer import SessionAnalyzer, TimeWindowAnalyzer
+from bspump.periods import next_boundary
 from cluster.config import ClusterSettings
 
 
@@ -52,7 +53,7 @@ def next_tick_in(timing: Timing, event_time: bool, now: float | None = None) -> 
         return None
     tick = timing.tick
     now = time.time() if now is None else now
-    return max(0.0, (math.floor(now / tick) + 1) * tick - now)
+    return max(0.0, next_boundary(now, tick) - now)
 
 
 def fmt_time(t: float) -> str:

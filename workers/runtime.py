@@ -244,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                   output_dir=settings.output_dir,
                   event_time=settings.routing.time_field is not None,
                   ring_span=args.ring_span, max_record_bytes=settings.max_record_bytes,
+                  max_record_depth=settings.max_record_depth,
                   key_groups=settings.key_groups)
     started = time.monotonic()
     rc = serve(settings, run, args.run_dir, args.parent)

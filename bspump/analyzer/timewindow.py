@@ -14,6 +14,7 @@ import numpy as np
 
 from bspump.analyzer.windowring import WindowRing
 from bspump.errors import CheckpointError, RecordError
+from bspump.periods import next_boundary, period_end
 from bspump.processor import Analyzer
 from bspump.state import RestoreInfo, StateReader, StateWriter
 
@@ -258,9 +259,9 @@ class TimeWindowAnalyzer(WindowRing, Analyzer):
             # Ticks start with the first period that had data, else the watermark's period.
             counted = [p for p in self._slot_period if p != -1]
             if counted:
-                self._next_tick = (min(counted) + 1) * res
+                self._next_tick = period_end(min(counted), res)
             elif math.isfinite(watermark):
-                self._next_tick = (math.floor(watermark / res) + 1) * res
+                self._next_tick = next_boundary(watermark, res)
                 return
             else:
                 return
@@ -278,10 +279,10 @@ class TimeWindowAnalyzer(WindowRing, Analyzer):
         if self._next_tick is None and max(self._slot_period, default=-1) == -1:
             return  # nothing was ever counted or ticked: no period to close
         res = self.resolution
-        end = (math.floor(last_time / res) + 1) * res
+        end = next_boundary(last_time, res)
         newest = max(self._slot_period, default=-1)
         if newest != -1:
-            end = max(end, (newest + 1) * res)
+            end = max(end, period_end(newest, res))
         if self._next_tick is None:
             self._next_tick = end - res
         self._advance(end)

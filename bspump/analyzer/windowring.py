@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bspump.periods import is_closed
+
 if TYPE_CHECKING:
     from bspump.application import Application, RunInfo
     from bspump.pipeline import Pipeline
@@ -188,7 +190,8 @@ class WindowRing:
     def _close_until(self, watermark: float) -> None:
         res = self.resolution
         for slot, period in enumerate(self._slot_period):
-            if period != -1 and not self._slot_closed[slot] and (period + 1) * res <= watermark:
+            if period != -1 and not self._slot_closed[slot] \
+                    and is_closed(period, res, watermark):
                 self._slot_closed[slot] = True
                 self._closed_at[slot] = watermark
                 self._closed.append([period, slot])
