@@ -77,5 +77,6 @@ async def serve(routes: Routes, host: str, port: int,
     if not is_loopback(host):
         # The config opted in (http_public); still say it where the operator looks.
         log.warning("serving the run's figures to the network on %s:%d (http_public = yes): "
-                    "anyone who can reach this host can read them", host, bound)
+                    "anyone who can reach this host can read them", host, bound,
+                    extra={"event": "http_public", "host": host, "port": int(bound)})
     return HttpServer(runner, int(bound))

@@ -19,8 +19,6 @@ becomes a field. A log call names its fields in its message and passes them once
 
 A field named like an attribute every LogRecord has (``process``, ``name``...) is
 passed with a trailing underscore (``process_``) and written without it.
-:data:`EVENTS` still names the arguments of the log calls not converted yet, by their
-exact format string.
 
 This module imports nothing from ``coordinator`` or ``workers``.
 """
@@ -43,32 +41,6 @@ FORMATS = ("text", "json")
 ROLES = ("supervisor", "coordinator", "worker")
 _HANDLER = "bspump-cluster"
 
-# Notable log calls by their format string: (event, names of the arguments). A call
-# whose format string changes still logs its message, only without these fields.
-EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    # coordinator/runtime.py
-    "layout: %s; shard key %s": ("layout", ("layout", "shard_key")),
-    "restored checkpoint %d (%s workers -> %d): source position %s, watermark %s":
-        ("restore", ("checkpoint_id", "workers_before", "workers", "position", "watermark")),
-    "checkpoint %d: %.1f MB in %.3f s": ("checkpoint", ("checkpoint_id", "mb", "duration_s")),
-    "final checkpoint %d written": ("final_checkpoint", ("checkpoint_id",)),
-    "final checkpoint not done within %.0f s: the previous one stays":
-        ("final_checkpoint_timeout", ("timeout_s",)),
-    "metrics and live page on http://%s:%d/": ("http", ("host", "port")),
-    "dead letters: %d in the last 10 s (%d in all) -> %s":
-        ("dead_letter_rate", ("dead_letters_10s", "dead_letters_total", "path")),
-    "cannot restore: %s": ("restore_failed", ("error",)),
-    "partition %s resumes from checkpoint %d written by %s%s":
-        ("partition_resume", ("partition", "checkpoint_id", "written_by", "note")),
-    "partition %s finished at %s (checkpoint %d)":
-        ("partition_finished", ("partition", "position", "checkpoint_id")),
-    "source failed: %s: %s": ("source_failed", ("error_type", "error")),
-    "Kafka at %s does not answer (%s); retrying in %.1f s":
-        ("kafka_unreachable", ("servers", "error", "retry_s")),
-    "Kafka at %s answers again after %.1f s": ("kafka_back", ("servers", "down_s")),
-    # bspump/kafka.py
-    "Kafka assigned %s": ("kafka_assigned", ("partitions",)),
-}
 
 # Attributes every LogRecord has; anything else on a record came with ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -115,15 +87,10 @@ class JsonFormatter(logging.Formatter):
             out["partition"] = task
         out["pid"] = record.process
         out["logger"] = record.name
-        known = EVENTS.get(record.msg) if isinstance(record.msg, str) else None
-        args = record.args if isinstance(record.args, tuple) else ()
-        event = known[0] if known is not None else getattr(record, "event", None)
+        event = getattr(record, "event", None)
         if event is not None:
             out["event"] = event
         out["message"] = record.getMessage()
-        if known is not None and len(args) == len(known[1]):
-            out.update({name: _plain(v) for name, v in zip(known[1], args, strict=True)})
-            _refine(out)
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 out[_field_name(key)] = _plain(value)
@@ -137,12 +104,6 @@ def _field_name(key: str) -> str:
     if key.endswith("_") and key[:-1] in _STANDARD:
         return key[:-1]
     return key
-
-
-def _refine(out: dict[str, Any]) -> None:
-    """Name the events that one format string logs in two meanings."""
-    if out["event"] == "restore" and out.get("workers_before") != out.get("workers"):
-        out["event"] = "rebalance"  # the state moved to another number of workers
 
 
 def text_prefix(role: str, worker: int | None = None) -> str:

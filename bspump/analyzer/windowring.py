@@ -121,7 +121,9 @@ class WindowRing:
         self._row_free = free
         self._grown = True
         log.info("%s: %d keys live on this worker; window ring grown to %d rows",
-                 self.Id, len(self._keys), new)
+                 self.Id, len(self._keys), new,
+                 extra={"event": "window_ring_grown", "analyzer": self.Id,
+                        "keys": len(self._keys), "rows": new})
         return True
 
     def _refuse(self, records: int) -> None:
@@ -129,7 +131,8 @@ class WindowRing:
         if not self._warned:
             self._warned = True
             log.warning("%s", self._refusal(None) + " (this warning is given once; "
-                        "every such record is in the dead letters)")
+                        "every such record is in the dead letters)",
+                        extra={"event": "key_limit_reached", "analyzer": self.Id})
 
     def _refusal(self, key: Any) -> str:
         which = "a new key" if key is None else f"new key {key!r}"

@@ -76,7 +76,8 @@ async def start_consumer(make: Callable[[], Any], servers: str) -> Any:
         except KafkaError as e:
             await consumer.stop()
             log.warning("cannot reach Kafka at %s (%s); retrying in %.1f s", servers, e,
-                        backoff.delay)
+                        backoff.delay, extra={"event": "kafka_unreachable", "servers": servers,
+                                              "error": str(e), "retry_s": backoff.delay})
         except asyncio.CancelledError:
             await consumer.stop()  # stopped while waiting for the brokers
             raise

@@ -134,7 +134,9 @@ class KafkaSink(Sink):
                 # Resend the whole batch: nothing is lost, some events may arrive twice.
                 log.warning("cannot send to Kafka topic %s at %s (%s); retrying in %.1f s",
                             topic, self.connection_config["bootstrap_servers"], e,
-                            backoff.delay)
+                            backoff.delay,
+                            extra={"event": "kafka_send_retry", "topic": topic,
+                                   "error": str(e), "retry_s": backoff.delay})
                 if self._producer is not None:
                     await self._producer.stop()
                     self._producer = None

@@ -110,7 +110,9 @@ class KafkaSource(Source):
 
     def _on_assigned(self, assigned: Any) -> None:
         names = sorted(partition_name(tp.topic, tp.partition) for tp in assigned)
-        log.info("Kafka assigned %s", ", ".join(names) or "no partitions")
+        listed = ", ".join(names) or "no partitions"
+        log.info("Kafka assigned %s", listed,
+                 extra={"event": "kafka_assigned", "partitions": listed})
         for tp in assigned:
             offset = self._seek_to.get(partition_name(tp.topic, tp.partition))
             if offset is not None:
@@ -166,7 +168,9 @@ class KafkaSource(Source):
                                                     max_records=int(c["batch"]))
                     backoff.reset()
                 except KafkaError as e:
-                    log.warning("Kafka read failed (%s); retrying in %.1f s", e, backoff.delay)
+                    log.warning("Kafka read failed (%s); retrying in %.1f s", e, backoff.delay,
+                                extra={"event": "kafka_read_retry", "error": str(e),
+                                       "retry_s": backoff.delay})
                     await backoff.wait()
                     continue
                 records: list[Any] = []
@@ -286,7 +290,8 @@ class KafkaSource(Source):
             await consumer.commit(offsets)
         except KafkaError as e:
             # The checkpoint holds the offsets; a later commit catches up.
-            log.warning("Kafka offsets not committed this time (%s)", e)
+            log.warning("Kafka offsets not committed this time (%s)", e,
+                        extra={"event": "commit_failed", "error": str(e)})
 
     async def close(self) -> None:
         """Stop the consumer."""

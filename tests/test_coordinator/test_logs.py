@@ -45,10 +45,13 @@ def test_text_is_the_default_with_the_old_prefixes(restore_root: None,
 def test_json_lines_carry_role_event_and_fields(restore_root: None) -> None:
     buf = capture("coordinator", "json")
     log = logging.getLogger("bspump-cluster.coordinator")
-    log.info("checkpoint %d: %.1f MB in %.3f s", 3, 19.4, 0.214)
-    log.info("restored checkpoint %d (%s workers -> %d): source position %s, watermark %s",
-             5, 4, 2, "1200", "2026-01-01T00:00:00Z")
-    log.warning("dead letters: %d in the last 10 s (%d in all) -> %s", 12, 40, "/o/dl.jsonl")
+    log.info("checkpoint %d: %.1f MB in %.3f s", 3, 19.4, 0.214,
+             extra={"event": "checkpoint", "checkpoint_id": 3, "mb": 19.4, "duration_s": 0.214})
+    log.info("restored checkpoint %d (%s workers -> %d)", 5, 4, 2,
+             extra={"event": "rebalance", "checkpoint_id": 5, "workers_before": 4, "workers": 2})
+    log.warning("dead letters: %d in the last 10 s (%d in all) -> %s", 12, 40, "/o/dl.jsonl",
+                extra={"event": "dead_letter_rate", "dead_letters_10s": 12,
+                       "dead_letters_total": 40, "path": "/o/dl.jsonl"})
     log.info("something new, %s", "unlisted", extra={"event": "custom", "rows": 3})
     lines = [json.loads(x) for x in buf.getvalue().splitlines()]
     assert len(lines) == 4
@@ -100,27 +103,33 @@ def test_a_partition_task_tags_its_lines_with_the_partition(
     assert buf.getvalue() == "worker 0 [events:3]: hello\n"
     buf = capture("coordinator", "json")
     logging.getLogger("bspump-cluster.coordinator").info(
-        "partition %s resumes from checkpoint %d written by %s%s", "events:3", 7, "h1:42", "")
+        "partition %s resumes from checkpoint %d written by %s%s", "events:3", 7, "h1:42", "",
+        extra={"event": "partition_resume", "checkpoint_id": 7, "written_by": "h1:42"})
     line = json.loads(buf.getvalue())
     assert line["partition"] == "events:3" and line["event"] == "partition_resume"
     assert line["checkpoint_id"] == 7 and line["written_by"] == "h1:42"
 
 
-def test_every_named_event_is_a_format_string_the_code_logs() -> None:
-    """EVENTS matches log calls by their exact format string: a reworded call loses its fields."""
+def test_every_log_line_of_info_and_above_names_its_event() -> None:
+    """JSON logs are read by event: each info, warning or error call passes one with extra."""
     import ast
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    logged: dict[str, set[int]] = {}
+    missing = []
     for package in ("bspump", "cluster", "coordinator", "workers"):
-        for path in (root / package).rglob("*.py"):
+        for path in sorted((root / package).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                        and node.func.attr in ("debug", "info", "warning", "error")
-                        and node.args and isinstance(node.args[0], ast.Constant)
-                        and isinstance(node.args[0].value, str)):
-                    logged.setdefault(node.args[0].value, set()).add(len(node.args) - 1)
-    assert not set(logs.EVENTS) - set(logged)
-    for fmt, (event, names) in logs.EVENTS.items():
-        assert len(names) in logged[fmt], f"{event}: {len(names)} names, {logged[fmt]} args"
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr in ("info", "warning", "error", "critical")
+                        and isinstance(node.func.value, ast.Name)
+                        and node.func.value.id in ("log", "logger")):
+                    continue
+                extra = next((k.value for k in node.keywords if k.arg == "extra"), None)
+                names = {k.value for k in extra.keys if isinstance(k, ast.Constant)} \
+                    if isinstance(extra, ast.Dict) else set()
+                # A dict built elsewhere (``extra=fields``) is trusted to hold its event.
+                if extra is None or (isinstance(extra, ast.Dict) and "event" not in names
+                                     and None not in extra.keys):
+                    missing.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not missing, f"log calls without an event: {missing}"
