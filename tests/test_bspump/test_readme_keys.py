@@ -3,6 +3,7 @@
 - ``docs/configuration.md`` has a row for every config key the code reads (and none it
   does not read), with the default the code uses;
 - the README's two commands are the ones CI runs (``.ci/run``);
+- every event a log call names is in ``docs/observability.md``'s table;
 - every relative link in README.md, CONTRIBUTING.md and ``docs/*.md`` reaches a file,
   and a heading of it when the link names one.
 """
@@ -201,3 +202,27 @@ def test_every_relative_link_reaches_a_file_and_heading(doc: Path) -> None:
         elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
             broken.append(f"{target}: {dest.name} has no heading #{anchor}")
     assert not broken, f"{doc.relative_to(ROOT)}: {broken}"
+
+
+def _logged_events() -> set[str]:
+    """Every event name a log call of the four packages passes with ``extra=``."""
+    import ast
+
+    names: set[str] = set()
+    for package in ("bspump", "cluster", "coordinator", "workers"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+                if isinstance(node, ast.Dict):
+                    for key, value in zip(node.keys, node.values, strict=True):
+                        if (isinstance(key, ast.Constant) and key.value == "event"
+                                and isinstance(value, ast.Constant)):
+                            names.add(value.value)
+    return names
+
+
+def test_every_logged_event_is_in_the_observability_table() -> None:
+    table = (ROOT / "docs" / "observability.md").read_text(encoding="utf-8")
+    events = _logged_events()
+    assert len(events) > 30
+    undocumented = sorted(e for e in events if f"`{e}`" not in table)
+    assert not undocumented, f"docs/observability.md does not list the events {undocumented}"
