@@ -112,8 +112,9 @@ class Pipeline:
         An exception raised for one event sends that event to the dead letters
         and the batch goes on.
         """
-        if not self._chain and self.Processors:
-            self._chain = [p.process for p in self.Processors]  # built without start()
+        if not self._chain and self._sink_step is None:
+            # Called without start(): every piece's plain process().
+            self._chain = [p.process for p in self.Processors]
             self._observes = [False] * len(self._chain)
             self._sink_step = self.Sink.process if self.Sink is not None else None
         chain = self._chain

@@ -71,3 +71,11 @@ def test_an_exception_sends_the_event_to_dead_letters_and_goes_on() -> None:
     assert p.take_dead_letters() == [dead] and p.dead_letters == []
 
 
+
+
+def test_a_pipeline_of_a_sink_alone_passes_every_event_to_it() -> None:
+    p = pipeline_of(lambda app, pl: [], start=False)  # run by hand, without start()
+    events = [{"n": i} for i in range(3)]
+    p.process_batch([T0 + i for i in range(3)], events)
+    assert p.sink.events == events
+    assert (p.events_in, p.events_out) == (3, 3)
