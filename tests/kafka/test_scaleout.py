@@ -68,7 +68,7 @@ session_timeout_ms = 6000
 heartbeat_interval_ms = 1000
 
 [pipeline:ScaleOutPipeline:Brake]
-seconds_per_event = 0.002
+seconds_per_event = 0.003
 
 [pipeline:ScaleOutPipeline:HourlyCountAnalyzer]
 count_field = type
@@ -228,7 +228,13 @@ def test_two_hosts_split_partitions_and_take_over_a_dead_ones_state(group: Group
     _wait("host B to checkpoint the partitions it took over",
           lambda: sum(bool(g.owners(p)) and g.owners(p)[-1] == b_name
                       for p in range(PARTITIONS)) >= 2, [a, b])
-    time.sleep(1.0)  # A checkpoints its remaining partitions a few more times
+    # A checkpoints the partitions it kept twice more after the rebalance, then dies
+    # mid-stream. Waiting on its checkpoints, not a fixed time, keeps the kill before
+    # A's end on a slow or a fast machine alike.
+    kept = {p: g.manifests(p)[-1]["id"] for p in range(PARTITIONS)
+            if g.owners(p) and g.owners(p)[-1] == a_name}
+    _wait("host A to checkpoint the partitions it kept",
+          lambda: all(g.manifests(p)[-1]["id"] >= cp + 2 for p, cp in kept.items()), [a, b])
     a_kids = descendants(a.pid)
     os.kill(a.pid, signal.SIGKILL)
     a.wait(10)
