@@ -68,7 +68,7 @@ session_timeout_ms = 6000
 heartbeat_interval_ms = 1000
 
 [pipeline:ScaleOutPipeline:Brake]
-seconds_per_event = 0.003
+seconds_per_event = {brake}
 
 [pipeline:ScaleOutPipeline:HourlyCountAnalyzer]
 count_field = type
@@ -143,7 +143,8 @@ def _rows(path: Path) -> list[dict]:
 class Group:
     """A topic with the test's events, a shared location and the hosts run on it."""
 
-    def __init__(self, broker: KafkaBroker, tmp_path: Path, seed: int) -> None:
+    def __init__(self, broker: KafkaBroker, tmp_path: Path, seed: int,
+                 brake: float = 0.002) -> None:
         lines = _spread_users(make_lines(16_000, seed=seed), users=400, seed=seed)
         self.by_partition: list[list[str]] = [[] for _ in range(PARTITIONS)]
         for i, line in enumerate(lines):
@@ -157,8 +158,9 @@ class Group:
         self.tmp = tmp_path
         self.cfg = tmp_path / "scaleout.ini"
         self.cfg.write_text(CONFIG.format(configs=CONFIGS, here=HERE, out=out,
-                                          lateness=LATENESS, bootstrap=broker.bootstrap,
-                                          topic=topic, group=f"g-{topic}"))
+                                          lateness=LATENESS, brake=brake,
+                                          bootstrap=broker.bootstrap, topic=topic,
+                                          group=f"g-{topic}"))
         self.folders = {p: out / f"{topic}-{p}" for p in range(PARTITIONS)}
         self.procs: dict[str, subprocess.Popen] = {}
         self._logs: list = []
@@ -210,17 +212,29 @@ class Group:
         assert sum(r.late for r in self.references) > 0  # lateness judged per partition
 
 
-@pytest.fixture
-def group(kafka_broker: KafkaBroker, tmp_path: Path):
-    g = Group(kafka_broker, tmp_path, seed=11)
+def _group(broker: KafkaBroker, tmp_path: Path, brake: float = 0.002):
+    g = Group(broker, tmp_path, seed=11, brake=brake)
     try:
         yield g
     finally:
         g.close()
 
 
-def test_two_hosts_split_partitions_and_take_over_a_dead_ones_state(group: Group) -> None:
-    g = group
+@pytest.fixture
+def group(kafka_broker: KafkaBroker, tmp_path: Path):
+    yield from _group(kafka_broker, tmp_path)
+
+
+@pytest.fixture
+def slow_group(kafka_broker: KafkaBroker, tmp_path: Path):
+    """Events braked so that a partition takes about 30 s: host A starts its four tasks
+    (about 9 s here) and B's join takes its two partitions (about 11 s more), and A must
+    still be mid-stream on the partitions it kept when it is killed."""
+    yield from _group(kafka_broker, tmp_path, brake=0.008)
+
+
+def test_two_hosts_split_partitions_and_take_over_a_dead_ones_state(slow_group: Group) -> None:
+    g = slow_group
     a, a_name = g.start("a")
     _wait("host A to checkpoint every partition",
           lambda: all(a_name in g.owners(p) for p in range(PARTITIONS)), [a])
