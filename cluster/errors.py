@@ -35,3 +35,8 @@ class StartRefused(ClusterError):
 
 class OutputError(ClusterError):
     """A result file cannot be written safely (a link, FIFO or device at its path)."""
+
+
+class ContractError(ClusterError):
+    """A message, manifest or figures file does not have its contract's shape or version;
+    the message names the field."""

@@ -39,11 +39,20 @@ from bspump.matrix import PersistentMatrix
 from bspump.processor import SourceBatch
 from cluster import checkpoint, exits, httpd, wire
 from cluster.config import ClusterSettings
-from cluster.errors import CheckpointError, ClusterError, StartRefused, WorkerDied
+from cluster.errors import CheckpointError, ClusterError, ContractError, StartRefused, WorkerDied
+from cluster.figures import (
+    CheckpointStatus,
+    CheckpointTaken,
+    HistorySample,
+    Snapshot,
+    Summary,
+    WorkerFigures,
+)
 from cluster.intake import Intake, IntakeResult
 from cluster.layout import Layout
 from cluster.loader import load_pipeline
 from cluster.logs import MEMBER_ENV, text_prefix
+from cluster.manifest import CheckpointFigures, Counters, FileEntry, IntakeState, Manifest
 from cluster.merge import WindowMerger
 from cluster.outputs import RESULT_KINDS, RunOutputs, number, save_npy
 from cluster.records import Limits, late_record
@@ -154,10 +163,10 @@ class Coordinator:
         self.cp_dir = settings.checkpoint_dir
         self.cp_next_id = 1
         self.cp_waiting: int | None = None
-        self.cp_files: dict[int, dict[str, Any]] = {}
-        self.cp_worker_figures: dict[int, dict[str, float]] = {}
+        self.cp_files: dict[int, dict[str, FileEntry] | None] = {}
+        self.cp_worker_figures: dict[int, wire.WriteFigures | None] = {}
         self.cp_taken = 0
-        self.cp_last: dict[str, Any] | None = None
+        self.cp_last: CheckpointTaken | None = None
         self._cp_clock = time.monotonic()
         self._cp_records = 0
         self._restored: set[int] = set()
@@ -170,7 +179,7 @@ class Coordinator:
             maxlen=HISTORY)
         self._window_history: dict[str, deque[dict[str, Any]]] = {
             aid: deque(maxlen=WINDOW_HISTORY) for aid in self.mergers}
-        self._checkpoint_history: deque[dict[str, Any]] = deque(maxlen=50)
+        self._checkpoint_history: deque[CheckpointTaken] = deque(maxlen=50)
         self._warnings: deque[dict[str, Any]] = deque(maxlen=10)
         self._recent_anomalies: deque[dict[str, Any]] = deque(maxlen=50)
         self.keyed_anomalies: dict[str, int] = {}
@@ -208,21 +217,24 @@ class Coordinator:
                 raise WorkerDied(f"workers {sorted(pending)} did not start within "
                                  f"{HELLO_TIMEOUT:.0f} s")
             msg = await asyncio.wait_for(transport.recv(), left)
-            kind = msg[0]
-            if kind == wire.FAILED:
-                raise WorkerDied(f"worker {msg[1]} could not start: {msg[2]}")
-            if kind == wire.OUTPUT:
-                self._print(msg[2])
+            if isinstance(msg, wire.Failed):
+                raise WorkerDied(f"worker {msg.worker} could not start: {msg.message}")
+            if isinstance(msg, wire.Output):
+                self._print(msg.text)
                 continue
-            if kind != wire.HELLO:
-                raise WorkerDied(f"unexpected message {kind} before hello")
-            worker, pid, table = msg[1], msg[2], msg[3]
-            self._attach(worker, table)
-            self.worker_pids[worker] = pid
+            if not isinstance(msg, wire.Hello):
+                raise WorkerDied(f"unexpected message {type(msg).__name__.upper()} before hello")
+            if msg.version != wire.VERSION:
+                raise WorkerDied(f"worker {msg.worker} speaks wire protocol version "
+                                 f"{msg.version}, this coordinator {wire.VERSION}: the two "
+                                 "come from different installs")
+            worker = msg.worker
+            self._attach(worker, msg.segments)
+            self.worker_pids[worker] = msg.pid
             self.last_heard[worker] = time.monotonic()
             pending.discard(worker)
 
-    def _attach(self, worker: int, table: dict[str, list[Any]]) -> None:
+    def _attach(self, worker: int, table: dict[str, tuple[str, list[int], str]]) -> None:
         for logical, (name, shape, dtype) in table.items():
             seg = Segment.attach(name, tuple(shape), dtype)
             if logical.startswith("m.") and logical[2:] in self.shard_matrices:
@@ -252,45 +264,45 @@ class Coordinator:
             return
         m = cp.manifest
         assert m is not None
-        if m.get("pipeline") != self.pipeline.Id:
-            raise CheckpointError(f"{cp.path}: written by pipeline {m.get('pipeline')!r}, "
+        if m.pipeline != self.pipeline.Id:
+            raise CheckpointError(f"{cp.path}: written by pipeline {m.pipeline!r}, "
                                   f"not {self.pipeline.Id!r}; use --fresh or another "
                                   "checkpoint_dir")
         self.settings.output_dir.mkdir(parents=True, exist_ok=True)
-        self.outputs.truncate_to(m["outputs"])
-        self.intake.set_state(m["intake"])
+        self.outputs.truncate_to(m.outputs)
+        self.intake.set_state(m.intake.as_dict())
         watermark = self.intake.watermark if self.event_time else -math.inf
         self.acked = [watermark] * self.workers
         self.merged_w = self.sent_w = watermark
-        c = m["counters"]
-        self.records_read, self.dead, self.late = c["records_read"], c["dead"], c["late"]
-        self.sessions_ended, self.window_rows = c["sessions_ended"], c["window_rows"]
-        self.restored_events = c["events_processed"]
+        c = m.counters
+        self.records_read, self.dead, self.late = c.records_read, c.dead, c.late
+        self.sessions_ended, self.window_rows = c.sessions_ended, c.window_rows
+        self.restored_events = c.events_processed
         # At a checkpoint every routed event has been handled (the barrier follows them).
-        self.restored_routed = c.get("routed", c["events_processed"])
-        self.restored_failed = c.get("failed", 0)
-        self.dead_input = c.get("dead_input", c["dead"] - self.restored_failed)
+        self.restored_routed = c.events_processed if c.routed is None else c.routed
+        self.restored_failed = 0 if c.failed is None else c.failed
+        self.dead_input = c.dead - self.restored_failed if c.dead_input is None else c.dead_input
         own = checkpoint.read_coordinator_state(cp.path)
         self.keyed_anomalies = dict(own.get("keyed_anomalies") or {})
         for aid, detector in self.anomalies.items():
             saved = (own.get("anomalies") or {}).get(aid)
             if saved is not None:
                 detector.set_state(saved)
-        self.position = m["position"]
+        self.position = m.position
         if self.position is not None:
             assert self.pipeline.Source is not None
             self.pipeline.Source.seek(self.position)
         for w in range(self.workers):
-            await transport.send(w, [wire.RESTORE, str(cp.path), m["workers"]])
+            await transport.send(w, wire.Restore(str(cp.path), m.workers))
         await self._wait(lambda: len(self._restored) == self.workers)
         self.restored_from = cp.id
         log.info("restored checkpoint %d (%s workers -> %d): source position %s, watermark %s",
-                 cp.id, m["workers"], self.workers, json.dumps(self.position),
+                 cp.id, m.workers, self.workers, json.dumps(self.position),
                  _fmt_time(self.intake.watermark))
         if self.settings.partition is not None:
             log.info("partition %s resumes from checkpoint %d written by %s%s",
-                     self.settings.partition, cp.id, m.get("owner", "-"),
-                     " (finished)" if m.get("finished") else "")
+                     self.settings.partition, cp.id, m.owner or "-",
+                     " (finished)" if m.finished else "")
 
     def anomaly_counts(self) -> dict[str, int]:
         """Anomalies found so far, per analyzer (merged windows and keyed detectors)."""
@@ -343,18 +355,18 @@ class Coordinator:
         self.cp_worker_figures = {}
         self.cp_waiting = cp_id
         for w in range(self.workers):
-            await transport.send(w, [wire.BARRIER, cp_id, str(folder)])
+            await transport.send(w, wire.Barrier(cp_id, str(folder)))
         # Not stoppable: a stop waits for the checkpoint in progress (and takes its own).
         await self._wait(lambda: len(self.cp_files) == self.workers, stoppable=False)
         self.cp_waiting = None
         acked = time.monotonic() - began
         manifest = self._manifest(cp_id, folder)
-        size = sum(meta["size"] for meta in manifest["files"].values())
-        manifest["figures"] = {
+        size = sum(meta.size for meta in manifest.files.values())
+        manifest.figures = CheckpointFigures(
             # Every worker writes its whole state at the barrier, standing still meanwhile.
-            "worker_write_s": max((f.get("write_s", 0.0)
-                                   for f in self.cp_worker_figures.values()), default=0.0),
-            "barrier_to_acks_s": round(acked, 6), "bytes_written": size, "state_bytes": size}
+            worker_write_s=max((f.write_s if f else 0.0
+                                for f in self.cp_worker_figures.values()), default=0.0),
+            barrier_to_acks_s=round(acked, 6), bytes_written=size, state_bytes=size)
         self._check_still_owner()
         checkpoint.write_manifest(folder, manifest)
         self._save_persistent()
@@ -366,45 +378,44 @@ class Coordinator:
         self.cp_taken += 1
         took = time.monotonic() - began
         # Routing stood still from the barrier to here: that is the stream's stall.
-        self.cp_last = {"id": cp_id, "at": time.time(), "duration_s": round(took, 4),
-                        "bytes": size, "stall_s": round(took, 4),
-                        "worker_write_s": manifest["figures"]["worker_write_s"],
-                        "state_bytes": size}
+        self.cp_last = CheckpointTaken(id=cp_id, at=time.time(), duration_s=round(took, 4),
+                                       bytes=size, stall_s=round(took, 4),
+                                       worker_write_s=manifest.figures.worker_write_s,
+                                       state_bytes=size)
         self._checkpoint_history.append(self.cp_last)
         log.info("checkpoint %d: %.1f MB in %.3f s", cp_id, size / 1e6, took)
         self._cp_clock = time.monotonic()
         self._cp_records = self.records_read
 
-    def _manifest(self, cp_id: int, folder: Path, finished: bool = False) -> dict[str, Any]:
+    def _manifest(self, cp_id: int, folder: Path, finished: bool = False) -> Manifest:
         """The manifest of checkpoint ``cp_id``: this moment, the workers' files and the
         coordinator's own state (written into ``folder`` now)."""
         own = checkpoint.write_coordinator_state(folder, {
             "anomalies": {aid: d.state() for aid, d in self.anomalies.items()},
             "keyed_anomalies": self.keyed_anomalies}) \
             if self.anomalies or self.keyed_anomalies else {}
-        return {
-            "format": checkpoint.FORMAT,
-            "id": cp_id,
-            "created": time.time(),
-            "pipeline": self.pipeline.Id,
-            "workers": self.workers,
-            "key_groups": self.settings.key_groups,
-            "position": self.position,
-            "intake": self.intake.state(),
-            "counters": {"records_read": self.records_read, "dead": self.dead,
-                         "late": self.late, "sessions_ended": self.sessions_ended,
-                         "window_rows": self.window_rows,
-                         "events_processed": self.restored_events + sum(self.processed),
-                         "routed": self.restored_routed + sum(self.sent),
-                         "failed": self.restored_failed + sum(self.failed),
-                         "dead_input": self.dead_input},
-            "outputs": self.outputs.lengths(),
-            "files": {**{name: meta for files in self.cp_files.values()
-                         for name, meta in files.items()}, **own},
-            "partition": self.settings.partition,
-            "owner": os.environ.get(MEMBER_ENV) or socket.gethostname(),
-            "finished": finished,
-        }
+        return Manifest(
+            id=cp_id,
+            created=time.time(),
+            pipeline=self.pipeline.Id,
+            workers=self.workers,
+            key_groups=self.settings.key_groups,
+            position=self.position,
+            intake=IntakeState(**self.intake.state()),
+            counters=Counters(records_read=self.records_read, dead=self.dead,
+                              late=self.late, sessions_ended=self.sessions_ended,
+                              window_rows=self.window_rows,
+                              events_processed=self.restored_events + sum(self.processed),
+                              routed=self.restored_routed + sum(self.sent),
+                              failed=self.restored_failed + sum(self.failed),
+                              dead_input=self.dead_input),
+            outputs=self.outputs.lengths(),
+            files={**{name: meta for files in self.cp_files.values()
+                      for name, meta in (files or {}).items()}, **own},
+            partition=self.settings.partition,
+            owner=os.environ.get(MEMBER_ENV) or socket.gethostname(),
+            finished=finished,
+        )
 
     def _check_still_owner(self) -> None:
         """A partition task stops when another host has written to its checkpoint folder.
@@ -417,10 +428,11 @@ class Coordinator:
             return
         for cp in checkpoint.scan(self.cp_dir):
             if cp.id >= self.cp_next_id:  # created by a writer that started after us
-                m = checkpoint.verify(cp, checksums=False).manifest or {}
+                m = checkpoint.verify(cp, checksums=False).manifest
+                owner = (m.owner if m else None) or "?"
                 raise ClusterError(
                     f"partition {self.settings.partition} moved to another host: checkpoint "
-                    f"{cp.id} in {self.cp_dir} is not ours (written by {m.get('owner', '?')});"
+                    f"{cp.id} in {self.cp_dir} is not ours (written by {owner});"
                     " stopping without writing")
 
     def _finished_checkpoint(self, folder: Path) -> None:
@@ -465,7 +477,7 @@ class Coordinator:
         from coordinator import web
 
         try:
-            web.write_report(self.snapshot(), self.settings.output_dir / "report.html",
+            web.write_report(self.snapshot().to_dict(), self.settings.output_dir / "report.html",
                              self.settings.file_mode)
         except OSError as e:
             log.error("cannot write report.html: %s", e)
@@ -484,40 +496,41 @@ class Coordinator:
     async def _receive(self, transport: Transport) -> None:
         while True:
             msg = await transport.recv()
-            kind = msg[0]
-            if len(msg) > 1 and isinstance(msg[1], int) and 0 <= msg[1] < self.workers:
-                self.last_heard[msg[1]] = time.monotonic()
-            if kind == wire.HEARTBEAT:
+            worker = msg.worker
+            if not 0 <= worker < self.workers:
+                raise ContractError(f"{type(msg).__name__.upper()}: field \"worker\" is "
+                                    f"{worker}, not a worker of this run")
+            self.last_heard[worker] = time.monotonic()
+            if isinstance(msg, wire.Heartbeat):
                 continue
-            if kind == wire.ACK:
-                _, worker, seq, watermark, report = msg
-                self._apply(worker, report)
-                if seq != -1:
-                    self.acked[worker] = watermark
+            if isinstance(msg, wire.Ack):
+                self._apply(worker, msg.report)
+                if msg.seq != -1:
+                    assert msg.watermark is not None
+                    self.acked[worker] = msg.watermark
                     await self._publish(self._merge(min(self.acked)))
-            elif kind == wire.DONE:
-                _, worker, _seq, report, files = msg
-                self._apply(worker, report)
-                self.cp_files[worker] = files
+            elif isinstance(msg, wire.Done):
+                self._apply(worker, msg.report)
+                self.cp_files[worker] = msg.files
                 self.done[worker] = True
                 self._progress.set()
-            elif kind == wire.CHECKPOINTED:
-                _, worker, cp_id, files, report = msg
-                self._apply(worker, report)
-                if cp_id == self.cp_waiting:
-                    self.cp_files[worker] = files
-                    self.cp_worker_figures[worker] = report.get("checkpoint") or {}
+            elif isinstance(msg, wire.Checkpointed):
+                self._apply(worker, msg.report)
+                if msg.checkpoint_id == self.cp_waiting:
+                    self.cp_files[worker] = msg.files
+                    self.cp_worker_figures[worker] = msg.report.checkpoint
                     self._progress.set()
-            elif kind == wire.RESTORED:
-                self._apply(msg[1], msg[2])
-                self._restored.add(msg[1])
+            elif isinstance(msg, wire.Restored):
+                self._apply(worker, msg.report)
+                self._restored.add(worker)
                 self._progress.set()
-            elif kind == wire.OUTPUT:
-                self._print(msg[2])
-            elif kind == wire.FAILED:
-                raise WorkerDied(f"worker {msg[1]} failed: {msg[2]}")
+            elif isinstance(msg, wire.Output):
+                self._print(msg.text)
+            elif isinstance(msg, wire.Failed):
+                raise WorkerDied(f"worker {worker} failed: {msg.message}")
             else:
-                raise WorkerDied(f"unexpected message kind {kind} from a worker")
+                raise WorkerDied(f"unexpected message {type(msg).__name__.upper()} from "
+                                 f"worker {worker}")
 
     def _print(self, text: str) -> None:
         if self._show_progress:
@@ -525,35 +538,34 @@ class Coordinator:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    def _apply(self, worker: int, report: dict[str, Any]) -> None:
-        for aid, news in (report.get("analyzers") or {}).items():
+    def _apply(self, worker: int, report: wire.ShardReport) -> None:
+        for aid, news in report.analyzers.items():
             merger = self.mergers.get(aid)
             if merger is not None:
-                merger.report(worker, news.get("keys", ()), news.get("closed", ()),
-                              news.get("rows", ()), news.get("segment"))
-            ended = news.get("ended")
+                merger.report(worker, news.keys, news.closed, news.rows, news.segment)
+            ended = news.ended
             if ended:
                 out = self.outputs.sessions(aid)
                 for key, first, last, events in ended:
                     out.write({"key": key, "start": number(first), "end": number(last),
                                "events": events})
                 self.sessions_ended += len(ended)
-            found = news.get("anomalies")
+            found = news.anomalies
             if found:  # a per-event keyed detector (bspump.anomaly.KeyedAnomalyDetector)
                 for key, t, value, mean, std, score in found:
                     self._anomaly(aid, {"key": key, "event_time": t, "value": value,
                                         "mean": mean, "std": std, "score": score})
                 self.keyed_anomalies[aid] = self.keyed_anomalies.get(aid, 0) + len(found)
-        for d in report.get("dead") or ():
-            self.outputs.dead_letter(d["reason"], d["record"], worker=worker,
-                                     processor=d.get("processor"), event_time=d.get("event_time"))
+        for d in report.dead:
+            self.outputs.dead_letter(d.reason, d.record, worker=worker,
+                                     processor=d.processor, event_time=d.event_time)
             self.dead += 1
-        if "open_sessions" in report:
-            self.open_sessions[worker] = report["open_sessions"]
-        if "events_in" in report:
-            self.processed[worker] = report["events_in"]
-            self.batched[worker] = report.get("events_batched", 0)
-            self.failed[worker] = report.get("events_failed", 0)
+        if report.open_sessions is not None:
+            self.open_sessions[worker] = report.open_sessions
+        if report.events_in is not None:
+            self.processed[worker] = report.events_in
+            self.batched[worker] = report.events_batched
+            self.failed[worker] = report.events_failed
 
     def _merge(self, watermark: float) -> list[dict[str, Any]]:
         """Write the windows every worker has closed at ``watermark``; return the rows."""
@@ -616,19 +628,19 @@ class Coordinator:
     async def _send_data(self, transport: Transport, worker: int, times: Any,
                          events: Any) -> None:
         if isinstance(events, EventBatch):
-            await transport.send(worker, [wire.DATA_COLS, *events.to_wire()])
+            await transport.send(worker, wire.DataCols(*events.to_wire()))
             self.sent[worker] += len(events)
             return
         size = self.settings.batch_size
-        kind = wire.DATA_RAW if isinstance(events[0], bytes) else wire.DATA
+        kind = wire.DataRaw if isinstance(events[0], bytes) else wire.Data
         for i in range(0, len(events), size):
-            await transport.send(worker, [kind, times[i:i + size], events[i:i + size]])
+            await transport.send(worker, kind(times[i:i + size], events[i:i + size]))
         self.sent[worker] += len(events)
 
     async def _send_watermark(self, transport: Transport, watermark: float) -> None:
         self.seq += 1
         for w in range(self.workers):
-            await transport.send(w, [wire.WATERMARK, self.seq, watermark])
+            await transport.send(w, wire.Watermark(self.seq, watermark))
         self.sent_w = watermark
 
     async def _route(self, transport: Transport, batch: SourceBatch) -> None:
@@ -706,7 +718,7 @@ class Coordinator:
                 pass
         try:
             await self._await_hellos(transport)
-        except (WorkerDied, TimeoutError) as e:
+        except (WorkerDied, ContractError, TimeoutError) as e:
             log.error("%s", e)
             return exits.FAILED
         log.info("layout: %s; shard key %s", ", ".join(
@@ -773,7 +785,7 @@ class Coordinator:
             if rc != exits.OK:
                 for w in range(self.workers):
                     try:
-                        await asyncio.wait_for(transport.send(w, [wire.STOP]), 0.5)
+                        await asyncio.wait_for(transport.send(w, wire.Stop()), 0.5)
                     except (TimeoutError, Exception):
                         pass
             receiver.cancel()
@@ -819,7 +831,7 @@ class Coordinator:
             folder = checkpoint.create_folder(self.cp_dir, self.cp_next_id)
         self.cp_files = {}
         for w in range(self.workers):
-            await transport.send(w, [wire.END, self.seq, last, str(folder) if folder else None])
+            await transport.send(w, wire.End(self.seq, last, str(folder) if folder else None))
         await self._wait(lambda: all(self.done))
         await self._publish(self._merge(math.inf))
         for mid in self.app.Matrices:
@@ -955,7 +967,7 @@ class Coordinator:
     def _print_progress(self) -> None:
         rate, per = self._rates()
         workers = "  ".join(f"w{w} {r:,.0f}/s" for w, r in enumerate(per))
-        cp = f"  checkpoint {self.cp_last['id']}" if self.cp_last else ""
+        cp = f"  checkpoint {self.cp_last.id}" if self.cp_last else ""
         sys.stderr.write(f"\r\x1b[K{self.records_read:,} events  {rate:,.0f}/s  {workers}  "
                          f"watermark {_fmt_time(self.intake.watermark)}{cp}")
         sys.stderr.flush()
@@ -975,7 +987,7 @@ class Coordinator:
                 "sum": float(total.sum()), "max": float(data.max()) if data.size else 0.0,
                 "data": np.asarray(data, dtype=np.float64).round(3).tolist()}
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         """Every figure of the running cluster, for /metrics, status, the page, the report."""
         rate, per = self._rates()
         now = time.time()
@@ -983,89 +995,90 @@ class Coordinator:
         quiet = [time.monotonic() - heard for heard in self.last_heard]
         limit = self.settings.worker_timeout
         stalled_after = max(2.0, min(STALLED_AFTER, limit / 2)) if limit else STALLED_AFTER
-        workers = [{"worker": w, "events_in": self.sent[w], "events_out": self.processed[w],
-                    "pid": self.worker_pids[w], "silent_s": round(quiet[w], 1),
-                    "state": "done" if self.done[w] else
-                    ("stalled" if w in self.stalled or quiet[w] > stalled_after else "running"),
-                    "events_per_s": round(per[w], 1),
-                    "queue_depth": max(0, self.sent[w] - self.processed[w]),
-                    "open_sessions": self.open_sessions[w],
-                    "key_groups": [self.layout.groups_of(w).start,
-                                   self.layout.groups_of(w).stop - 1]}
-                   for w in range(self.workers)]
+        workers = [WorkerFigures(
+            worker=w, events_in=self.sent[w], events_out=self.processed[w],
+            pid=self.worker_pids[w], silent_s=round(quiet[w], 1),
+            state="done" if self.done[w] else
+            ("stalled" if w in self.stalled or quiet[w] > stalled_after else "running"),
+            events_per_s=round(per[w], 1),
+            queue_depth=max(0, self.sent[w] - self.processed[w]),
+            open_sessions=self.open_sessions[w],
+            key_groups=(self.layout.groups_of(w).start, self.layout.groups_of(w).stop - 1))
+            for w in range(self.workers)]
         cp = self.cp_last
-        return {
-            "pipeline": self.pipeline.Id,
-            "run_id": self.run_info.run_id,
-            "state": self.state,
-            "time": now,
-            "uptime_s": round(time.monotonic() - self.started, 3),
-            "event_time": self.event_time,
-            "records_read": self.records_read,
-            "events_per_s": round(rate, 1),
-            "workers": workers,
-            "watermark": watermark,
-            "watermark_lag_s": None if watermark is None else round(now - watermark, 3),
-            "dead_letters": self.dead,
-            "late_events": self.late,
-            "ledger": self.ledger().as_dict(),
-            "time_jumps": self.intake.jumps.counts(),
-            "warnings": list(self._warnings),
-            "anomalies": self.anomaly_counts(),
-            "recent_anomalies": list(self._recent_anomalies),
-            "window_rows": self.window_rows,
-            "sessions_ended": self.sessions_ended,
-            "restarts": self.restarts,
-            "kafka_lag": dict(self.kafka_lag),
-            "checkpoint": {"taken": self.cp_taken, "last_id": cp["id"] if cp else None,
-                           "age_s": round(now - cp["at"], 3) if cp else None,
-                           "duration_s": cp["duration_s"] if cp else None,
-                           "stall_s": cp["stall_s"] if cp else None,
-                           "worker_write_s": cp["worker_write_s"] if cp else None,
-                           "bytes": cp["bytes"] if cp else None,
-                           "state_bytes": cp["state_bytes"] if cp else None,
-                           "enabled": self.cp_dir is not None},
-            "checkpoints": list(self._checkpoint_history),
-            "history": [{"t": wall, "records_read": n, "workers": list(w),
-                         "open_sessions": list(sessions)}
-                        for _, wall, n, w, sessions in self._history],
-            "windows": {aid: list(h) for aid, h in self._window_history.items()},
-            "matrices": [self.matrix_view(mid) for mid in self.app.Matrices],
-        }
+        return Snapshot(
+            pipeline=self.pipeline.Id,
+            run_id=self.run_info.run_id,
+            state=self.state,
+            time=now,
+            uptime_s=round(time.monotonic() - self.started, 3),
+            event_time=self.event_time,
+            records_read=self.records_read,
+            events_per_s=round(rate, 1),
+            workers=workers,
+            watermark=watermark,
+            watermark_lag_s=None if watermark is None else round(now - watermark, 3),
+            dead_letters=self.dead,
+            late_events=self.late,
+            ledger=self.ledger().as_dict(),
+            time_jumps=self.intake.jumps.counts(),
+            warnings=list(self._warnings),
+            anomalies=self.anomaly_counts(),
+            recent_anomalies=list(self._recent_anomalies),
+            window_rows=self.window_rows,
+            sessions_ended=self.sessions_ended,
+            restarts=self.restarts,
+            kafka_lag=dict(self.kafka_lag),
+            checkpoint=CheckpointStatus(
+                taken=self.cp_taken, last_id=cp.id if cp else None,
+                age_s=round(now - cp.at, 3) if cp else None,
+                duration_s=cp.duration_s if cp else None,
+                stall_s=cp.stall_s if cp else None,
+                worker_write_s=cp.worker_write_s if cp else None,
+                bytes=cp.bytes if cp else None,
+                state_bytes=cp.state_bytes if cp else None,
+                enabled=self.cp_dir is not None),
+            checkpoints=list(self._checkpoint_history),
+            history=[HistorySample(t=wall, records_read=n, workers=list(w),
+                                   open_sessions=list(sessions))
+                     for _, wall, n, w, sessions in self._history],
+            windows={aid: list(h) for aid, h in self._window_history.items()},
+            matrices=[self.matrix_view(mid) for mid in self.app.Matrices],
+        )
 
-    def summary(self, rc: int) -> dict[str, Any]:
+    def summary(self, rc: int) -> Summary:
         """Figures of the run, as written to ``summary.json``."""
         elapsed = time.monotonic() - self.started
-        return {
-            "pipeline": self.pipeline.Id,
-            "workers": self.workers,
-            "exit_code": rc,
-            "elapsed_s": round(elapsed, 3),
-            "records_read": self.records_read,
-            "events_routed": sum(self.sent),
-            "events_per_s": round(self.records_read / elapsed, 1) if elapsed > 0 else None,
-            "dead_letters": self.dead,
-            "late_events": self.late,
-            "per_worker_events": list(self.processed),
-            "events_processed": self.restored_events + sum(self.processed),
-            "events_batch_path": sum(self.batched),
-            "restored_from_checkpoint": self.restored_from,
-            "checkpoints_taken": self.cp_taken,
-            "last_checkpoint": self.cp_last,
-            "window_rows": self.window_rows,
-            "sessions_ended": self.sessions_ended,
-            "watermark": self.intake.watermark if math.isfinite(self.intake.watermark) else None,
-            "source_position": self.position,
-            "ledger": self.ledger().as_dict(),
-            "time_jumps": self.intake.jumps.counts(),
-            "anomalies": self.anomaly_counts(),
-            "result_files": self.outputs.sizes(),
-        }
+        return Summary(
+            pipeline=self.pipeline.Id,
+            workers=self.workers,
+            exit_code=rc,
+            elapsed_s=round(elapsed, 3),
+            records_read=self.records_read,
+            events_routed=sum(self.sent),
+            events_per_s=round(self.records_read / elapsed, 1) if elapsed > 0 else None,
+            dead_letters=self.dead,
+            late_events=self.late,
+            per_worker_events=list(self.processed),
+            events_processed=self.restored_events + sum(self.processed),
+            events_batch_path=sum(self.batched),
+            restored_from_checkpoint=self.restored_from,
+            checkpoints_taken=self.cp_taken,
+            last_checkpoint=self.cp_last,
+            window_rows=self.window_rows,
+            sessions_ended=self.sessions_ended,
+            watermark=self.intake.watermark if math.isfinite(self.intake.watermark) else None,
+            source_position=self.position,
+            ledger=self.ledger().as_dict(),
+            time_jumps=self.intake.jumps.counts(),
+            anomalies=self.anomaly_counts(),
+            result_files=self.outputs.sizes(),
+        )
 
     def _summary(self, rc: int) -> None:
         s = self.summary(rc)
         try:
-            self.outputs.write_summary(s)
+            self.outputs.write_summary(s.to_dict())
         except OSError as e:
             log.error("cannot write summary: %s", e)
         if self._show_progress:
@@ -1076,9 +1089,9 @@ class Coordinator:
             "does NOT close" if rc in (exits.OK, exits.LEDGER) else "open: the run stopped")
         out = self.settings.output_dir
         lines = [
-            f"{text_prefix('coordinator')}{state} in {s['elapsed_s']:.2f} s, "
+            f"{text_prefix('coordinator')}{state} in {s.elapsed_s:.2f} s, "
             f"{self.workers} workers",
-            f"  events read   {s['records_read']:>12,}  ({s['events_per_s'] or 0:,.0f}/s)",
+            f"  events read   {s.records_read:>12,}  ({s.events_per_s or 0:,.0f}/s)",
             f"  dead letters  {self.dead:>12,}" + (f"  -> {out / 'dead-letters.jsonl'}"
                                                   if self.dead else ""),
             f"  late events   {self.late:>12,}" + (f"  -> {out / 'late-events.jsonl'}"

@@ -25,11 +25,11 @@ class Transport(Protocol):
 
     workers: int
 
-    async def send(self, worker: int, message: list[Any]) -> None:
+    async def send(self, worker: int, message: wire.Down) -> None:
         """Queue a message on one worker's ordered channel."""
 
-    async def recv(self) -> list[Any]:
-        """The next message from any worker."""
+    async def recv(self) -> wire.Up:
+        """The next message from any worker (ContractError when it is malformed)."""
 
     def close(self) -> None:
         """Release sockets."""
@@ -52,17 +52,17 @@ class ZmqTransport:
         self.up.setsockopt(zmq.LINGER, 0)
         self.up.bind(f"ipc://{run_dir}/up.ipc")
 
-    async def send(self, worker: int, message: list[Any]) -> None:
+    async def send(self, worker: int, message: wire.Down) -> None:
         """Queue a message; waits while the worker's queue is full."""
         # copy=True: zero-copy sends hand every frame to pyzmq's garbage-collector thread,
         # which costs more than copying messages of this size (measured: 12% of the
         # coordinator's time on the batch path).
         await self.down[worker].send(wire.pack(message), copy=True)
 
-    async def recv(self) -> list[Any]:
-        """The next message from any worker."""
+    async def recv(self) -> wire.Up:
+        """The next message from any worker (ContractError when it is malformed)."""
         frame = await self.up.recv(copy=False)
-        return wire.unpack(frame.buffer)
+        return wire.unpack_up(frame.buffer)
 
     def close(self) -> None:
         """Close every socket."""
@@ -77,18 +77,18 @@ class LocalTransport:
     def __init__(self, shard: Any) -> None:
         self.workers = 1
         self.shard = shard
-        self.inbox: asyncio.Queue[list[Any]] = asyncio.Queue()
-        self.inbox.put_nowait(shard.hello())
+        self.inbox: asyncio.Queue[wire.Up] = asyncio.Queue()
+        self.inbox.put_nowait(wire.unpack_up(wire.pack(shard.hello())))
 
-    async def send(self, worker: int, message: list[Any]) -> None:
+    async def send(self, worker: int, message: wire.Down) -> None:
         """Handle the message right away; queue the reply."""
         # Round-trip through msgpack so the in-process run sees exactly what a worker sees.
-        reply = self.shard.handle(wire.unpack(wire.pack(message)))
+        reply = self.shard.handle(wire.unpack_down(wire.pack(message)))
         if reply is not None:
-            self.inbox.put_nowait(wire.unpack(wire.pack(reply)))
+            self.inbox.put_nowait(wire.unpack_up(wire.pack(reply)))
         await asyncio.sleep(0)
 
-    async def recv(self) -> list[Any]:
+    async def recv(self) -> wire.Up:
         """The next reply."""
         return await self.inbox.get()
 

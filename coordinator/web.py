@@ -51,8 +51,10 @@ def write_report(snapshot: dict[str, Any], path: Path, mode: int = FILE_MODE) ->
 def routes(coord: Coordinator) -> httpd.Routes:
     """What the coordinator serves: /metrics, /api/snapshot and the live page."""
     return {
-        "/metrics": lambda: (metrics.render(coord.snapshot()).encode(), httpd.PROMETHEUS_TEXT),
-        "/api/snapshot": lambda: (json.dumps(coord.snapshot()).encode(), "application/json"),
+        "/metrics": lambda: (metrics.render(coord.snapshot().to_dict()).encode(),
+                             httpd.PROMETHEUS_TEXT),
+        "/api/snapshot": lambda: (json.dumps(coord.snapshot().to_dict()).encode(),
+                                  "application/json"),
         "/": lambda: (page().encode(), _TYPES[".html"]),
         "/index.html": lambda: (page().encode(), _TYPES[".html"]),
         "/favicon.ico": lambda: (b"", "image/x-icon"),
