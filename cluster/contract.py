@@ -31,10 +31,11 @@ _STEP = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 def convert(obj: Any, tp: type[T], what: str) -> T:
     """``obj`` (decoded JSON or msgpack) as a ``tp``; ContractError naming the field if not.
 
-    Fields typed ``Any`` are passed through as they are (no copy).
+    Fields typed ``Any`` are passed through as they are (no copy). Bytes are taken as
+    msgpack gives them, never base64-decoded from a string.
     """
     try:
-        return msgspec.convert(obj, tp)
+        return msgspec.convert(obj, tp, builtin_types=(bytes,))
     except msgspec.ValidationError as e:
         raise ContractError(explain(e, obj, tp, what)) from None
 

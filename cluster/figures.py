@@ -55,7 +55,7 @@ class WorkerFigures(_Figures, kw_only=True):
     events_per_s: float
     queue_depth: int
     open_sessions: int
-    key_groups: tuple[int, int]  # first and last owned
+    key_groups: list[int]  # first and last owned
 
 
 class CheckpointStatus(_Figures, kw_only=True):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from cluster.contract import convert
 from cluster.errors import ContractError
@@ -72,10 +73,9 @@ class CheckpointFigures(msgspec.Struct):
     state_bytes: _Count
 
 
-class Manifest(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Manifest(msgspec.Struct, kw_only=True):
     """``MANIFEST.json``, version 1: the source position, counters, every file's size/crc32."""
 
-    # Written even when it is the default: a reader checks it first.
     version: int = msgspec.field(default=FORMAT, name="format")
     id: int | None = None
     created: Number | None = None
@@ -90,7 +90,8 @@ class Manifest(msgspec.Struct, kw_only=True, omit_defaults=True):
     partition: str | None = None
     owner: str | None = None
     finished: bool = False
-    figures: CheckpointFigures | None = None
+    # Only a checkpoint taken at a barrier has them (not a partition's final one).
+    figures: CheckpointFigures | UnsetType = UNSET
 
 
 def is_plain_name(name: str) -> bool:
@@ -121,6 +122,6 @@ def decode(obj: Any) -> Manifest:
 
 
 def encode(m: Manifest) -> dict[str, Any]:
-    """JSON-ready, the keys as version 1 has them."""
+    """JSON-ready: the keys, in the order, version 1 has always written."""
     result: dict[str, Any] = msgspec.to_builtins(m)
-    return {"format": m.version, **result}
+    return result

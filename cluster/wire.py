@@ -232,8 +232,11 @@ class Heartbeat(_Up, tag=HEARTBEAT):
 Down = Data | DataRaw | DataCols | Watermark | End | Stop | Barrier | Restore
 Up = Hello | Ack | Done | Output | Failed | Checkpointed | Restored | Heartbeat
 
-_NAMES = {cls.__struct_config__.tag: cls.__name__.upper()
-          for cls in (*Down.__args__, *Up.__args__)}
+_DOWN_NAMES = {DATA: "DATA", DATA_RAW: "DATA_RAW", DATA_COLS: "DATA_COLS",
+               WATERMARK: "WATERMARK", END: "END", STOP: "STOP", BARRIER: "BARRIER",
+               RESTORE: "RESTORE"}
+_UP_NAMES = {HELLO: "HELLO", ACK: "ACK", DONE: "DONE", OUTPUT: "OUTPUT", FAILED: "FAILED",
+             CHECKPOINTED: "CHECKPOINTED", RESTORED: "RESTORED", HEARTBEAT: "HEARTBEAT"}
 
 
 def _as_list(obj: msgspec.Struct) -> Any:
@@ -271,23 +274,23 @@ def pack(message: _Down | _Up) -> bytes:
     return msgpack.packb(message, use_bin_type=True, default=_default)
 
 
-def _unpack(data: bytes | memoryview, tp: Any) -> Any:
+def _unpack(data: bytes | memoryview, tp: Any, names: dict[int, str]) -> Any:
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
     except (ValueError, TypeError, msgpack.UnpackException) as e:
         raise ContractError(f"a message that is not msgpack: {e}") from None
     if not isinstance(obj, list) or not obj:
         return convert(obj, tp, "message")  # the error says what it got
-    return convert(obj, tp, _NAMES.get(obj[0], "message"))
+    return convert(obj, tp, names.get(obj[0], "message"))
 
 
 def unpack_down(data: bytes | memoryview) -> Down:
     """Decode a message to a worker; ContractError naming the field when it is malformed."""
-    result: Down = _unpack(data, Down)
+    result: Down = _unpack(data, Down, _DOWN_NAMES)
     return result
 
 
 def unpack_up(data: bytes | memoryview) -> Up:
     """Decode a message from a worker; ContractError naming the field when it is malformed."""
-    result: Up = _unpack(data, Up)
+    result: Up = _unpack(data, Up, _UP_NAMES)
     return result

@@ -362,7 +362,7 @@ class Coordinator:
         acked = time.monotonic() - began
         manifest = self._manifest(cp_id, folder)
         size = sum(meta.size for meta in manifest.files.values())
-        manifest.figures = CheckpointFigures(
+        manifest.figures = figures = CheckpointFigures(
             # Every worker writes its whole state at the barrier, standing still meanwhile.
             worker_write_s=max((f.write_s if f else 0.0
                                 for f in self.cp_worker_figures.values()), default=0.0),
@@ -380,7 +380,7 @@ class Coordinator:
         # Routing stood still from the barrier to here: that is the stream's stall.
         self.cp_last = CheckpointTaken(id=cp_id, at=time.time(), duration_s=round(took, 4),
                                        bytes=size, stall_s=round(took, 4),
-                                       worker_write_s=manifest.figures.worker_write_s,
+                                       worker_write_s=figures.worker_write_s,
                                        state_bytes=size)
         self._checkpoint_history.append(self.cp_last)
         log.info("checkpoint %d: %.1f MB in %.3f s", cp_id, size / 1e6, took)
@@ -1003,7 +1003,7 @@ class Coordinator:
             events_per_s=round(per[w], 1),
             queue_depth=max(0, self.sent[w] - self.processed[w]),
             open_sessions=self.open_sessions[w],
-            key_groups=(self.layout.groups_of(w).start, self.layout.groups_of(w).stop - 1))
+            key_groups=[self.layout.groups_of(w).start, self.layout.groups_of(w).stop - 1])
             for w in range(self.workers)]
         cp = self.cp_last
         return Snapshot(

@@ -193,9 +193,19 @@ def test_reader_refuses_a_fifo_beside_the_manifest(tmp_path: Path) -> None:
     (lambda m: m.update(outputs={"dead-letters.jsonl": -1}),
      'MANIFEST.json: field "outputs[\'dead-letters.jsonl\']" must be an integer >= 0'),
     (lambda m: m.update(files=[]), 'MANIFEST.json: field "files" must be a map, got list'),
+    # Read by a restore or by status, and not checked before the manifest was typed:
+    (lambda m: m["counters"].update(routed="12"),
+     'MANIFEST.json: field "counters.routed" must be an integer or null, got string'),
+    (lambda m: m.update(owner=["h"]),
+     'MANIFEST.json: field "owner" must be a string or null, got list'),
+    (lambda m: m.update(created="yesterday"),
+     'MANIFEST.json: field "created" must be a number or null, got string'),
+    (lambda m: m["intake"].update(jumps=[]),
+     'MANIFEST.json: field "intake.jumps" must be a map or null, got list'),
 ], ids=["no outputs", "meta not object", "no size", "workers text", "workers huge",
         "worker file unlisted", "watermark text", "counter missing", "output path",
-        "negative length", "files list"])
+        "negative length", "files list", "routed text", "owner list", "created text",
+        "jumps list"])
 def test_malformed_manifest_is_skipped_not_fatal(tmp_path: Path, caplog, change,
                                                  problem) -> None:
     _write(tmp_path, 1)
