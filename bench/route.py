@@ -56,7 +56,7 @@ def route_file(path: Path, workers: int) -> int:
                 for w in range(workers):
                     lines = chunk.events[w]
                     for i in range(0, len(lines), 1000):
-                        wire.pack([wire.DATA_RAW, chunk.times[w][i:i + 1000], lines[i:i + 1000]])
+                        wire.pack(wire.DataRaw(chunk.times[w][i:i + 1000], lines[i:i + 1000]))
             n += result.accepted
         return n
 
@@ -75,7 +75,7 @@ def route_columns(events: int, workers: int) -> int:
         for chunk in result.chunks:
             for part in chunk.events:
                 if len(part):
-                    wire.pack([wire.DATA_COLS, *part.to_wire()])
+                    wire.pack(wire.DataCols(*part.to_wire()))
         n += result.accepted
     return n
 

@@ -37,13 +37,15 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from cluster.errors import CheckpointError
+from cluster import manifest as manifests
+from cluster.errors import CheckpointError, ContractError
+from cluster.manifest import FORMAT, MANIFEST, FileEntry, Manifest
 from cluster.outputs import atomic_write_bytes, fsync_dir
 
 log = logging.getLogger("bspump-cluster.checkpoint")
 
-FORMAT = 1
-MANIFEST = "MANIFEST.json"
+__all__ = ["FORMAT", "MANIFEST", "Checkpoint", "FileEntry", "Manifest", "ShardReader",
+           "ShardWriter"]
 _PREFIX = "cp-"
 
 
@@ -52,10 +54,10 @@ def folder_name(cp_id: int) -> str:
     return f"{_PREFIX}{cp_id:08d}"
 
 
-def _write(path: Path, data: bytes) -> dict[str, int]:
+def _write(path: Path, data: bytes) -> FileEntry:
     # The folder is fsynced once, by ShardWriter.close, after every rename of the shard.
     atomic_write_bytes(path, data, sync_dir=False)
-    return {"size": len(data), "crc32": zlib.crc32(data)}
+    return FileEntry(size=len(data), crc32=zlib.crc32(data))
 
 
 def _read_regular(path: Path) -> bytes:
@@ -82,7 +84,7 @@ class ShardWriter:
 
     folder: Path
     worker: int
-    files: dict[str, dict[str, int]] = field(default_factory=dict)
+    files: dict[str, FileEntry] = field(default_factory=dict)
     objects: dict[str, Any] = field(default_factory=dict)
 
     def put_array(self, name: str, array: np.ndarray) -> None:
@@ -96,7 +98,7 @@ class ShardWriter:
         """Store a msgpack-serialisable object (written by :meth:`close`)."""
         self.objects[name] = obj
 
-    def close(self) -> dict[str, dict[str, int]]:
+    def close(self) -> dict[str, FileEntry]:
         """Write the objects file, fsync the folder; return every file's size and crc32."""
         fname = f"w{self.worker}.state.msgpack"
         data = msgpack.packb(self.objects, use_bin_type=True)
@@ -108,7 +110,7 @@ class ShardWriter:
 COORDINATOR_STATE = "coordinator.state.msgpack"
 
 
-def write_coordinator_state(folder: Path, state: dict[str, Any]) -> dict[str, dict[str, int]]:
+def write_coordinator_state(folder: Path, state: dict[str, Any]) -> dict[str, FileEntry]:
     """The coordinator's own state (e.g. anomaly history) into a checkpoint folder.
 
     Returns the file's entry for the manifest's ``files``.
@@ -171,7 +173,7 @@ class Checkpoint:
 
     id: int
     path: Path
-    manifest: dict[str, Any] | None = None
+    manifest: Manifest | None = None
     problem: str | None = None
 
     @property
@@ -184,78 +186,15 @@ class Checkpoint:
         return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
 
 
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(folder: Path, manifest: Manifest) -> None:
     """Write the manifest last: from now on the checkpoint counts as complete."""
-    atomic_write_bytes(folder / MANIFEST, json.dumps(manifest, indent=1).encode())
+    # json, not msgspec.json: a watermark before the first event is -Infinity, which
+    # json writes and reads back and msgspec.json would turn into null.
+    data = json.dumps(manifests.encode(manifest), indent=1).encode()
+    atomic_write_bytes(folder / MANIFEST, data)
 
 
-# What a restore reads from a manifest, beyond the files: checked before it is used.
-_INTAKE = ("watermark", "max_time", "next_boundary")
-_COUNTERS = ("records_read", "dead", "late", "sessions_ended", "window_rows",
-             "events_processed")
-_MAX_WORKERS = 1 << 20  # as many as there can be key groups
-
-
-def _is_int(x: Any, minimum: int = 0, maximum: int | None = None) -> bool:
-    return (isinstance(x, int) and not isinstance(x, bool) and x >= minimum
-            and (maximum is None or x <= maximum))
-
-
-def _is_plain_name(name: Any) -> bool:
-    """A file name directly inside a folder: no separator, not ``.``/``..``, not absolute."""
-    return (isinstance(name, str) and name not in ("", ".", "..")
-            and "/" not in name and "\\" not in name and "\0" not in name)
-
-
-def _structure_problem(m: dict[str, Any]) -> str | None:
-    """What is wrong with the shape of a manifest (decoded JSON), or None."""
-    files = m.get("files")
-    if not isinstance(files, dict):
-        return "manifest: files is missing" if files is None else \
-            "manifest: files is not an object"
-    for name, meta in files.items():
-        if not _is_plain_name(name):
-            return f"manifest names {name!r}, not a file of the checkpoint folder"
-        if not (isinstance(meta, dict) and _is_int(meta.get("size"))
-                and _is_int(meta.get("crc32"), 0, 0xFFFFFFFF)):
-            return f"manifest: files[{name!r}] is not {{size, crc32}}"
-    if not _is_int(m.get("workers"), 1, _MAX_WORKERS):
-        return "manifest: workers is not a positive integer"
-    for w in range(m["workers"]):
-        if f"w{w}.state.msgpack" not in files:
-            return f"manifest: w{w}.state.msgpack of worker {w} is not listed"
-    if not _is_int(m.get("key_groups"), 1, _MAX_WORKERS):
-        return "manifest: key_groups is not a positive integer"
-    if not isinstance(m.get("pipeline"), str):
-        return "manifest: pipeline is not a text"
-    for part, keys, check, kind in (("intake", _INTAKE, _is_number, "a number"),
-                                    ("counters", _COUNTERS, _is_int, "an integer")):
-        section = m.get(part)
-        if not isinstance(section, dict):
-            return f"manifest: {part} is missing" if section is None else \
-                f"manifest: {part} is not an object"
-        for key in keys:
-            if not check(section.get(key)):
-                return f"manifest: {part}.{key} is not {kind}"
-    outputs = m.get("outputs")
-    if not isinstance(outputs, dict):
-        return "manifest: outputs is missing" if outputs is None else \
-            "manifest: outputs is not an object"
-    for name, length in outputs.items():
-        if not _is_plain_name(name):
-            return f"manifest: outputs names {name!r}, not a result file"
-        if not _is_int(length):
-            return f"manifest: outputs[{name!r}] is not a length"
-    if "position" not in m:
-        return "manifest: position is missing"
-    return None
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _file_problem(folder: Path, name: str, meta: dict[str, int], checksums: bool) -> str | None:
+def _file_problem(folder: Path, name: str, meta: FileEntry, checksums: bool) -> str | None:
     """What is wrong with one file the manifest lists, or None."""
     path = folder / name
     try:
@@ -273,9 +212,9 @@ def _file_problem(folder: Path, name: str, meta: dict[str, int], checksums: bool
         return f"{name} is not a regular file"
     except OSError as e:
         return f"{name} is unreadable: {e.strerror}"
-    if size != meta["size"]:
-        return f"{name} has {size} bytes, the manifest says {meta['size']}"
-    if checksums and zlib.crc32(data) != meta["crc32"]:
+    if size != meta.size:
+        return f"{name} has {size} bytes, the manifest says {meta.size}"
+    if checksums and zlib.crc32(data) != meta.crc32:
         return f"{name} fails its checksum"
     return None
 
@@ -284,30 +223,27 @@ def verify(cp: Checkpoint, checksums: bool = True) -> Checkpoint:
     """Validate a checkpoint as data; sets ``cp.manifest`` when complete, else ``cp.problem``.
 
     The manifest is untrusted input (anyone who can write the folder wrote it): it must
-    be a JSON object of this format holding everything a restore reads, with the right
-    types; every file it names must be a plain name inside ``cp.path`` (never absolute,
-    never ``..``), a regular file (not a link, FIFO or device), of the recorded size and,
-    with ``checksums``, crc32. Each reader of checkpoints goes through here.
+    be JSON of the :class:`~cluster.manifest.Manifest` contract, version :data:`FORMAT`
+    (:func:`cluster.manifest.decode`; the problem names the field); every file it names
+    must be a plain name inside ``cp.path`` (never absolute, never ``..``), a regular file
+    (not a link, FIFO or device), of the recorded size and, with ``checksums``, crc32.
+    Each reader of checkpoints goes through here.
     """
     cp.manifest, cp.problem = None, None
     try:
-        manifest = json.loads(_read_regular(cp.path / MANIFEST))
+        data = json.loads(_read_regular(cp.path / MANIFEST))
     except FileNotFoundError:
         cp.problem = "no manifest (the checkpoint was never completed)"
         return cp
     except (OSError, ValueError, CheckpointError) as e:
         cp.problem = f"manifest unreadable: {e}"
         return cp
-    if not isinstance(manifest, dict):
-        cp.problem = "manifest is not an object"
+    try:
+        manifest = manifests.decode(data)
+    except ContractError as e:
+        cp.problem = str(e)
         return cp
-    if manifest.get("format") != FORMAT:
-        cp.problem = f"manifest of unknown format {manifest.get('format')!r}"
-        return cp
-    cp.problem = _structure_problem(manifest)
-    if cp.problem is not None:
-        return cp
-    for name, meta in manifest["files"].items():
+    for name, meta in manifest.files.items():
         cp.problem = _file_problem(cp.path, name, meta, checksums)
         if cp.problem is not None:
             return cp
@@ -337,14 +273,14 @@ def newest_complete(directory: Path) -> Checkpoint | None:
     return None
 
 
-def complete_manifests(directory: Path, limit: int) -> list[dict[str, Any]]:
+def complete_manifests(directory: Path, limit: int) -> list[Manifest]:
     """Manifests of the ``limit`` newest complete checkpoints, newest first.
 
     Sizes are checked, checksums are not read, and nothing is logged: for readers that
     watch another process's checkpoints (which that process checks as it restores).
     A folder being written or pruned right now just does not count.
     """
-    found: list[dict[str, Any]] = []
+    found: list[Manifest] = []
     try:
         for cp in reversed(scan(directory)):
             verify(cp, checksums=False)
@@ -387,15 +323,14 @@ def create_folder(directory: Path, cp_id: int) -> Path:
 
 def describe(cp: Checkpoint) -> Iterator[str]:
     """Lines for ``bspump-cluster checkpoints``."""
-    m = cp.manifest or {}
-    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m["created"])) \
-        if isinstance(m.get("created"), (int, float)) else "-"
+    m = cp.manifest
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.created)) \
+        if m is not None and m.created is not None else "-"
     state = "complete" if cp.complete else f"INCOMPLETE: {cp.problem}"
-    yield (f"{cp.id:>6}  {created}  workers={m.get('workers', '-')} "
-           f"key_groups={m.get('key_groups', '-')}  {cp.size() / 1e6:8.2f} MB  {state}")
-    if m:
-        yield f"        position={json.dumps(m.get('position'))}  " \
-              f"watermark={m.get('intake', {}).get('watermark')}"
-    if m.get("partition"):
-        yield f"        written by {m.get('owner', '-')}" + \
-              ("  finished (the partition's end)" if m.get("finished") else "")
+    yield (f"{cp.id:>6}  {created}  workers={m.workers if m else '-'} "
+           f"key_groups={m.key_groups if m else '-'}  {cp.size() / 1e6:8.2f} MB  {state}")
+    if m is not None:
+        yield f"        position={json.dumps(m.position)}  watermark={m.intake.watermark}"
+    if m is not None and m.partition:
+        yield f"        written by {m.owner or '-'}" + \
+              ("  finished (the partition's end)" if m.finished else "")

@@ -17,6 +17,7 @@ from typing import Any
 from cluster import checkpoint, exits, logs, supervisor
 from cluster.config import ClusterSettings, Config, load_cluster_settings, parse_partition
 from cluster.errors import ClusterError, ConfigError
+from cluster.figures import decode_snapshot
 from cluster.layout import Layout
 
 
@@ -79,6 +80,7 @@ def fetch_snapshot(url: str, timeout: float = STATUS_TIMEOUT) -> dict[str, Any]:
             from None
     if not isinstance(snap, dict) or "workers" not in snap:
         raise ClusterError(f"{url}/api/snapshot did not answer a cluster snapshot")
+    decode_snapshot(snap, f"{url}/api/snapshot")  # ContractError naming a field it lacks
     return snap
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointError",
     "ClusterError",
     "ConfigError",
+    "ContractError",
     "LayoutError",
     "OutputError",
     "RecordError",
@@ -37,3 +38,8 @@ class WorkerDied(ClusterError):
 
 class StartRefused(ClusterError):
     """The run cannot start without harming another run or earlier results; nothing was touched."""
+
+
+class ContractError(ClusterError):
+    """A message, manifest or figures file does not have its contract's shape or version;
+    the message names the field."""

@@ -46,6 +46,7 @@ from cluster.errors import StartRefused
 from cluster.loader import load_pipeline
 from cluster.partition_figures import (
     partition_checkpoint_dirs,
+    partition_offset,
     partition_status,
     render_metrics,
     report,
@@ -138,7 +139,7 @@ class Member:
             manifests = checkpoint.complete_manifests(t.checkpoint_dir, 1)
             if not manifests:
                 continue
-            position = (manifests[0].get("position") or {}).get(t.partition)
+            position = partition_offset(manifests[0].position, t.partition)
             if position is None or position == t.committed:
                 continue
             offsets[t.partition] = (TopicPartition(*parse_partition(t.partition)),

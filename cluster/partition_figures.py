@@ -44,6 +44,11 @@ def partition_checkpoint_dirs(settings: ClusterSettings) -> dict[str, Path]:
     return found
 
 
+def partition_offset(position: Any, partition: str) -> Any:
+    """A partition's offset in a manifest's position (offsets by partition), or None."""
+    return position.get(partition) if isinstance(position, dict) else None
+
+
 def partition_status(partition: str, cp_dir: Path, now: float | None = None) -> dict[str, Any]:
     """One partition's figures from its two newest complete checkpoints."""
     now = time.time() if now is None else now
@@ -52,24 +57,23 @@ def partition_status(partition: str, cp_dir: Path, now: float | None = None) -> 
     if not manifests:
         return row
     m = manifests[0]
-    c = m.get("counters", {})
-    watermark = (m.get("intake") or {}).get("watermark")
+    c = m.counters
+    watermark = m.intake.watermark
     row.update({
-        "checkpoint_id": m.get("id"), "owner": m.get("owner"),
-        "finished": bool(m.get("finished")),
-        "offset": (m.get("position") or {}).get(partition),
-        "records_read": c.get("records_read"), "events_processed": c.get("events_processed"),
-        "dead_letters": c.get("dead"), "late_events": c.get("late"),
-        "watermark": watermark if isinstance(watermark, (int, float)) and
-        math.isfinite(watermark) else None,
-        "checkpoint_age_s": round(now - float(m.get("created", now)), 3),
+        "checkpoint_id": m.id, "owner": m.owner,
+        "finished": m.finished,
+        "offset": partition_offset(m.position, partition),
+        "records_read": c.records_read, "events_processed": c.events_processed,
+        "dead_letters": c.dead, "late_events": c.late,
+        "watermark": watermark if math.isfinite(watermark) else None,
+        "checkpoint_age_s": round(now - (now if m.created is None else m.created), 3),
         "records_per_s": None,
     })
     if len(manifests) == 2:
         old = manifests[1]
-        dt = float(m.get("created", 0)) - float(old.get("created", 0))
+        dt = (m.created or 0) - (old.created or 0)
         if dt > 0:
-            read = c.get("records_read", 0) - old.get("counters", {}).get("records_read", 0)
+            read = c.records_read - old.counters.records_read
             row["records_per_s"] = round(read / dt, 1)
     return row
 

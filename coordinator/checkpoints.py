@@ -22,8 +22,10 @@ from typing import Any
 from cluster import checkpoint, wire
 from cluster.config import ClusterSettings
 from cluster.errors import CheckpointError, ClusterError
+from cluster.figures import CheckpointTaken
 from cluster.intake import Intake
 from cluster.logs import MEMBER_ENV
+from cluster.manifest import CheckpointFigures, Counters, FileEntry, IntakeState, Manifest
 from cluster.outputs import RESULT_KINDS, RunOutputs
 from coordinator.ledger import Counts
 from coordinator.merge import Merger
@@ -58,11 +60,12 @@ class Checkpoints:
         self.dir = settings.checkpoint_dir
         self.next_id = 1
         self.waiting: int | None = None  # the checkpoint whose barrier is out
-        self.files: dict[int, dict[str, Any]] = {}  # per worker, of the checkpoint or the end
-        self.worker_figures: dict[int, dict[str, float]] = {}
+        # Per worker, of the checkpoint or the end (None: a worker's end without a folder).
+        self.files: dict[int, dict[str, FileEntry] | None] = {}
+        self.worker_figures: dict[int, wire.WriteFigures | None] = {}
         self.taken = 0
-        self.last: dict[str, Any] | None = None
-        self.history: deque[dict[str, Any]] = deque(maxlen=CHECKPOINT_HISTORY)
+        self.last: CheckpointTaken | None = None
+        self.history: deque[CheckpointTaken] = deque(maxlen=CHECKPOINT_HISTORY)
         self.restored_from: int | None = None
         self._restored: set[int] = set()
         self._clock = time.monotonic()
@@ -70,12 +73,12 @@ class Checkpoints:
 
     # -- what the workers say ---------------------------------------------------------------
 
-    def on_checkpointed(self, worker: int, cp_id: int, files: dict[str, Any],
-                        report: dict[str, Any]) -> None:
+    def on_checkpointed(self, worker: int, cp_id: int, files: dict[str, FileEntry],
+                        report: wire.ShardReport) -> None:
         """A worker wrote its files for checkpoint ``cp_id``."""
         if cp_id == self.waiting:
             self.files[worker] = files
-            self.worker_figures[worker] = report.get("checkpoint") or {}
+            self.worker_figures[worker] = report.checkpoint
             self.waiter.notify()
 
     def on_restored(self, worker: int) -> None:
@@ -83,7 +86,7 @@ class Checkpoints:
         self._restored.add(worker)
         self.waiter.notify()
 
-    def on_done(self, worker: int, files: dict[str, Any]) -> None:
+    def on_done(self, worker: int, files: dict[str, FileEntry] | None) -> None:
         """A worker reached the end (its files: of the final checkpoint, if any)."""
         self.files[worker] = files
 
@@ -115,40 +118,41 @@ class Checkpoints:
             return
         m = cp.manifest
         assert m is not None
-        if m.get("pipeline") != self.pipeline.Id:
-            raise CheckpointError(f"{cp.path}: written by pipeline {m.get('pipeline')!r}, "
+        if m.pipeline != self.pipeline.Id:
+            raise CheckpointError(f"{cp.path}: written by pipeline {m.pipeline!r}, "
                                   f"not {self.pipeline.Id!r}; use --fresh or another "
                                   "checkpoint_dir")
         self.settings.output_dir.mkdir(parents=True, exist_ok=True)
-        self.outputs.truncate_to(m["outputs"])
-        self.intake.set_state(m["intake"])
+        self.outputs.truncate_to(m.outputs)
+        self.intake.set_state(m.intake.as_dict())
         self.frontier.restore(self.intake.watermark if self.event_time else -math.inf)
-        c, counts = m["counters"], self.counts
-        counts.records_read, counts.dead, counts.late = c["records_read"], c["dead"], c["late"]
-        counts.sessions_ended, counts.window_rows = c["sessions_ended"], c["window_rows"]
-        counts.restored_events = c["events_processed"]
+        c, counts = m.counters, self.counts
+        counts.records_read, counts.dead, counts.late = c.records_read, c.dead, c.late
+        counts.sessions_ended, counts.window_rows = c.sessions_ended, c.window_rows
+        counts.restored_events = c.events_processed
         # At a checkpoint every routed event has been handled (the barrier follows them).
-        counts.restored_routed = c.get("routed", c["events_processed"])
-        counts.restored_failed = c.get("failed", 0)
-        counts.dead_input = c.get("dead_input", c["dead"] - counts.restored_failed)
+        counts.restored_routed = c.events_processed if c.routed is None else c.routed
+        counts.restored_failed = 0 if c.failed is None else c.failed
+        counts.dead_input = c.dead - counts.restored_failed if c.dead_input is None \
+            else c.dead_input
         self.merger.set_state(checkpoint.read_coordinator_state(cp.path))
-        self.router.position = m["position"]
+        self.router.position = m.position
         if self.router.position is not None:
             assert self.pipeline.Source is not None
             self.pipeline.Source.seek(self.router.position)
         for w in range(self.workers):
-            await transport.send(w, [wire.RESTORE, str(cp.path), m["workers"]])
+            await transport.send(w, wire.Restore(str(cp.path), m.workers))
         await self.waiter.until(lambda: len(self._restored) == self.workers)
         self.restored_from = cp.id
         position, watermark = json.dumps(self.router.position), fmt_time(self.intake.watermark)
         log.info("restored checkpoint %d (%s workers -> %d): source position %s, watermark %s",
-                 cp.id, m["workers"], self.workers, position, watermark,
-                 extra={"event": "restore" if m["workers"] == self.workers else "rebalance",
-                        "checkpoint_id": cp.id, "workers_before": m["workers"],
+                 cp.id, m.workers, self.workers, position, watermark,
+                 extra={"event": "restore" if m.workers == self.workers else "rebalance",
+                        "checkpoint_id": cp.id, "workers_before": m.workers,
                         "workers": self.workers, "position": position,
                         "watermark": watermark})
         if self.settings.partition is not None:
-            owner, note = m.get("owner", "-"), " (finished)" if m.get("finished") else ""
+            owner, note = m.owner or "-", " (finished)" if m.finished else ""
             log.info("partition %s resumes from checkpoint %d written by %s%s",
                      self.settings.partition, cp.id, owner, note,
                      extra={"event": "partition_resume", "partition": self.settings.partition,
@@ -187,18 +191,18 @@ class Checkpoints:
         self.worker_figures = {}
         self.waiting = cp_id
         for w in range(self.workers):
-            await transport.send(w, [wire.BARRIER, cp_id, str(folder)])
+            await transport.send(w, wire.Barrier(cp_id, str(folder)))
         # Not stoppable: a stop waits for the checkpoint in progress (and takes its own).
         await self.waiter.until(lambda: len(self.files) == self.workers, stoppable=False)
         self.waiting = None
         acked = time.monotonic() - began
         manifest = self.manifest(cp_id, folder)
-        size = sum(meta["size"] for meta in manifest["files"].values())
-        manifest["figures"] = {
+        size = sum(meta.size for meta in manifest.files.values())
+        manifest.figures = figures = CheckpointFigures(
             # Every worker writes its whole state at the barrier, standing still meanwhile.
-            "worker_write_s": max((f.get("write_s", 0.0)
-                                   for f in self.worker_figures.values()), default=0.0),
-            "barrier_to_acks_s": round(acked, 6), "bytes_written": size, "state_bytes": size}
+            worker_write_s=max((f.write_s if f else 0.0
+                                for f in self.worker_figures.values()), default=0.0),
+            barrier_to_acks_s=round(acked, 6), bytes_written=size, state_bytes=size)
         self.check_still_owner()
         checkpoint.write_manifest(folder, manifest)
         self.merger.save_persistent()
@@ -209,10 +213,9 @@ class Checkpoints:
         self.taken += 1
         took = time.monotonic() - began
         # Routing stood still from the barrier to here: that is the stream's stall.
-        self.last = {"id": cp_id, "at": time.time(), "duration_s": round(took, 4),
-                     "bytes": size, "stall_s": round(took, 4),
-                     "worker_write_s": manifest["figures"]["worker_write_s"],
-                     "state_bytes": size}
+        self.last = CheckpointTaken(id=cp_id, at=time.time(), duration_s=round(took, 4),
+                                    bytes=size, stall_s=round(took, 4),
+                                    worker_write_s=figures.worker_write_s, state_bytes=size)
         self.history.append(self.last)
         log.info("checkpoint %d: %.1f MB in %.3f s", cp_id, size / 1e6, took,
                  extra={"event": "checkpoint", "checkpoint_id": cp_id, "mb": size / 1e6,
@@ -220,35 +223,34 @@ class Checkpoints:
         self._clock = time.monotonic()
         self._records = self.counts.records_read
 
-    def manifest(self, cp_id: int, folder: Path, finished: bool = False) -> dict[str, Any]:
+    def manifest(self, cp_id: int, folder: Path, finished: bool = False) -> Manifest:
         """The manifest of checkpoint ``cp_id``: this moment, the workers' files and the
         coordinator's own state (written into ``folder`` now)."""
         own = checkpoint.write_coordinator_state(folder, self.merger.state()) \
             if self.merger.has_state() else {}
         counts = self.counts
-        return {
-            "format": checkpoint.FORMAT,
-            "id": cp_id,
-            "created": time.time(),
-            "pipeline": self.pipeline.Id,
-            "workers": self.workers,
-            "key_groups": self.settings.key_groups,
-            "position": self.router.position,
-            "intake": self.intake.state(),
-            "counters": {"records_read": counts.records_read, "dead": counts.dead,
-                         "late": counts.late, "sessions_ended": counts.sessions_ended,
-                         "window_rows": counts.window_rows,
-                         "events_processed": counts.handled(),
-                         "routed": counts.routed(),
-                         "failed": counts.failed_total(),
-                         "dead_input": counts.dead_input},
-            "outputs": self.outputs.lengths(),
-            "files": {**{name: meta for files in self.files.values()
-                         for name, meta in files.items()}, **own},
-            "partition": self.settings.partition,
-            "owner": os.environ.get(MEMBER_ENV) or socket.gethostname(),
-            "finished": finished,
-        }
+        return Manifest(
+            id=cp_id,
+            created=time.time(),
+            pipeline=self.pipeline.Id,
+            workers=self.workers,
+            key_groups=self.settings.key_groups,
+            position=self.router.position,
+            intake=IntakeState(**self.intake.state()),
+            counters=Counters(records_read=counts.records_read, dead=counts.dead,
+                              late=counts.late, sessions_ended=counts.sessions_ended,
+                              window_rows=counts.window_rows,
+                              events_processed=counts.handled(),
+                              routed=counts.routed(),
+                              failed=counts.failed_total(),
+                              dead_input=counts.dead_input),
+            outputs=self.outputs.lengths(),
+            files={**{name: meta for files in self.files.values()
+                      for name, meta in (files or {}).items()}, **own},
+            partition=self.settings.partition,
+            owner=os.environ.get(MEMBER_ENV) or socket.gethostname(),
+            finished=finished,
+        )
 
     def check_still_owner(self) -> None:
         """A partition task stops when another host has written to its checkpoint folder.
@@ -261,10 +263,11 @@ class Checkpoints:
             return
         for cp in checkpoint.scan(self.dir):
             if cp.id >= self.next_id:  # created by a writer that started after us
-                m = checkpoint.verify(cp, checksums=False).manifest or {}
+                m = checkpoint.verify(cp, checksums=False).manifest
+                owner = (m.owner if m else None) or "?"
                 raise ClusterError(
                     f"partition {self.settings.partition} moved to another host: checkpoint "
-                    f"{cp.id} in {self.dir} is not ours (written by {m.get('owner', '?')});"
+                    f"{cp.id} in {self.dir} is not ours (written by {owner});"
                     " stopping without writing")
 
     # -- the end ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import numpy as np
 
 from bspump.analyzer import TimeWindowAnalyzer
 from bspump.matrix import PersistentMatrix
+from cluster import wire
 from cluster.merge import WindowMerger
 from cluster.outputs import RunOutputs, number, save_npy
 from cluster.shm import Segment
@@ -60,7 +61,7 @@ class Merger:
         self.recent_anomalies: deque[dict[str, Any]] = deque(maxlen=RECENT_ANOMALIES)
         self._unpublished_anomalies: list[dict[str, Any]] = []
 
-    def attach(self, worker: int, table: dict[str, list[Any]]) -> None:
+    def attach(self, worker: int, table: dict[str, tuple[str, list[int], str]]) -> None:
         """Attach a worker's shared memory, as its hello lists it: matrices, window rings."""
         for logical, (name, shape, dtype) in table.items():
             seg = Segment.attach(name, tuple(shape), dtype)
@@ -74,37 +75,36 @@ class Merger:
                     continue
             self._segments.append(seg)
 
-    def apply(self, worker: int, report: dict[str, Any]) -> None:
+    def apply(self, worker: int, report: wire.ShardReport) -> None:
         """Take in one worker's report: window news, ended sessions, anomalies, dead letters."""
         counts = self.counts
-        for aid, news in (report.get("analyzers") or {}).items():
+        for aid, news in report.analyzers.items():
             merger = self.mergers.get(aid)
             if merger is not None:
-                merger.report(worker, news.get("keys", ()), news.get("closed", ()),
-                              news.get("rows", ()), news.get("segment"))
-            ended = news.get("ended")
+                merger.report(worker, news.keys, news.closed, news.rows, news.segment)
+            ended = news.ended
             if ended:
                 out = self.outputs.sessions(aid)
                 for key, first, last, events in ended:
                     out.write({"key": key, "start": number(first), "end": number(last),
                                "events": events})
                 counts.sessions_ended += len(ended)
-            found = news.get("anomalies")
+            found = news.anomalies
             if found:  # a per-event keyed detector (bspump.anomaly.KeyedAnomalyDetector)
                 for key, t, value, mean, std, score in found:
                     self._anomaly(aid, {"key": key, "event_time": t, "value": value,
                                         "mean": mean, "std": std, "score": score})
                 self.keyed_anomalies[aid] = self.keyed_anomalies.get(aid, 0) + len(found)
-        for d in report.get("dead") or ():
-            self.outputs.dead_letter(d["reason"], d["record"], worker=worker,
-                                     processor=d.get("processor"), event_time=d.get("event_time"))
+        for d in report.dead:
+            self.outputs.dead_letter(d.reason, d.record, worker=worker,
+                                     processor=d.processor, event_time=d.event_time)
             counts.dead += 1
-        if "open_sessions" in report:
-            counts.open_sessions[worker] = report["open_sessions"]
-        if "events_in" in report:
-            counts.processed[worker] = report["events_in"]
-            counts.batched[worker] = report.get("events_batched", 0)
-            counts.failed[worker] = report.get("events_failed", 0)
+        if report.open_sessions is not None:
+            counts.open_sessions[worker] = report.open_sessions
+        if report.events_in is not None:
+            counts.processed[worker] = report.events_in
+            counts.batched[worker] = report.events_batched
+            counts.failed[worker] = report.events_failed
 
     def merge(self, watermark: float) -> list[dict[str, Any]]:
         """Write the windows every worker has closed at ``watermark``; return the rows."""

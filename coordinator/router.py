@@ -106,20 +106,20 @@ class Router:
                         events: Any) -> None:
         """Send one worker its events: columns whole, records in ``batch_size`` messages."""
         if isinstance(events, EventBatch):
-            await transport.send(worker, [wire.DATA_COLS, *events.to_wire()])
+            await transport.send(worker, wire.DataCols(*events.to_wire()))
             self.counts.sent[worker] += len(events)
             return
         size = self.batch_size
-        kind = wire.DATA_RAW if isinstance(events[0], bytes) else wire.DATA
+        kind = wire.DataRaw if isinstance(events[0], bytes) else wire.Data
         for i in range(0, len(events), size):
-            await transport.send(worker, [kind, times[i:i + size], events[i:i + size]])
+            await transport.send(worker, kind(times[i:i + size], events[i:i + size]))
         self.counts.sent[worker] += len(events)
 
     async def send_watermark(self, transport: Transport, watermark: float) -> None:
         """Send every worker the watermark, after the data sent before it."""
         seq = self.frontier.next_seq()
         for w in range(self.workers):
-            await transport.send(w, [wire.WATERMARK, seq, watermark])
+            await transport.send(w, wire.Watermark(seq, watermark))
         self.frontier.sent = watermark
 
     def note_jumps(self, before: dict[str, int]) -> None:

@@ -29,7 +29,8 @@ from typing import Any
 from bspump.application import ROLE_COORDINATOR, RunInfo
 from cluster import exits, wire
 from cluster.config import ClusterSettings
-from cluster.errors import ClusterError, WorkerDied
+from cluster.errors import ClusterError, ContractError, WorkerDied
+from cluster.figures import Snapshot
 from cluster.intake import Intake
 from cluster.layout import Layout
 from cluster.loader import load_pipeline
@@ -107,7 +108,7 @@ class Coordinator:
         """Bind the HTTP port now, before any result is touched: a taken port refuses the run."""
         self._http_socket = web.bind(self.settings)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         """Every figure of the running cluster (see :meth:`coordinator.status.Status.snapshot`)."""
         return self.status.snapshot()
 
@@ -122,18 +123,20 @@ class Coordinator:
                 raise WorkerDied(f"workers {sorted(pending)} did not start within "
                                  f"{HELLO_TIMEOUT:.0f} s")
             msg = await asyncio.wait_for(transport.recv(), left)
-            kind = msg[0]
-            if kind == wire.FAILED:
-                raise WorkerDied(f"worker {msg[1]} could not start: {msg[2]}")
-            if kind == wire.OUTPUT:
-                self.status.print_output(msg[2])
+            if isinstance(msg, wire.Failed):
+                raise WorkerDied(f"worker {msg.worker} could not start: {msg.message}")
+            if isinstance(msg, wire.Output):
+                self.status.print_output(msg.text)
                 continue
-            if kind != wire.HELLO:
-                raise WorkerDied(f"unexpected message {kind} before hello")
-            worker, pid, table = msg[1], msg[2], msg[3]
-            self.merger.attach(worker, table)
-            self.liveness.hello(worker, pid)
-            pending.discard(worker)
+            if not isinstance(msg, wire.Hello):
+                raise WorkerDied(f"unexpected message {type(msg).__name__.upper()} before hello")
+            if msg.version != wire.VERSION:
+                raise WorkerDied(f"worker {msg.worker} speaks wire protocol version "
+                                 f"{msg.version}, this coordinator {wire.VERSION}: the two "
+                                 "come from different installs")
+            self.merger.attach(msg.worker, msg.segments)
+            self.liveness.hello(msg.worker, msg.pid)
+            pending.discard(msg.worker)
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -142,35 +145,36 @@ class Coordinator:
         merger, checkpoints = self.merger, self.checkpoints
         while True:
             msg = await transport.recv()
-            kind = msg[0]
-            if len(msg) > 1 and isinstance(msg[1], int) and 0 <= msg[1] < self.workers:
-                self.liveness.heard(msg[1])
-            if kind == wire.HEARTBEAT:
+            worker = msg.worker
+            if not 0 <= worker < self.workers:
+                raise ContractError(f"{type(msg).__name__.upper()}: field \"worker\" is "
+                                    f"{worker}, not a worker of this run")
+            self.liveness.heard(worker)
+            if isinstance(msg, wire.Heartbeat):
                 continue
-            if kind == wire.ACK:
-                _, worker, seq, watermark, report = msg
-                merger.apply(worker, report)
-                if seq != -1:
-                    await merger.publish(merger.merge(self.frontier.ack(worker, watermark)))
-            elif kind == wire.DONE:
-                _, worker, _seq, report, files = msg
-                merger.apply(worker, report)
-                checkpoints.on_done(worker, files)
+            if isinstance(msg, wire.Ack):
+                merger.apply(worker, msg.report)
+                if msg.seq != -1:
+                    assert msg.watermark is not None
+                    await merger.publish(merger.merge(self.frontier.ack(worker, msg.watermark)))
+            elif isinstance(msg, wire.Done):
+                merger.apply(worker, msg.report)
+                checkpoints.on_done(worker, msg.files)
                 self.liveness.done[worker] = True
                 self.waiter.notify()
-            elif kind == wire.CHECKPOINTED:
-                _, worker, cp_id, files, report = msg
-                merger.apply(worker, report)
-                checkpoints.on_checkpointed(worker, cp_id, files, report)
-            elif kind == wire.RESTORED:
-                merger.apply(msg[1], msg[2])
-                checkpoints.on_restored(msg[1])
-            elif kind == wire.OUTPUT:
-                self.status.print_output(msg[2])
-            elif kind == wire.FAILED:
-                raise WorkerDied(f"worker {msg[1]} failed: {msg[2]}")
+            elif isinstance(msg, wire.Checkpointed):
+                merger.apply(worker, msg.report)
+                checkpoints.on_checkpointed(worker, msg.checkpoint_id, msg.files, msg.report)
+            elif isinstance(msg, wire.Restored):
+                merger.apply(worker, msg.report)
+                checkpoints.on_restored(worker)
+            elif isinstance(msg, wire.Output):
+                self.status.print_output(msg.text)
+            elif isinstance(msg, wire.Failed):
+                raise WorkerDied(f"worker {worker} failed: {msg.message}")
             else:
-                raise WorkerDied(f"unexpected message kind {kind} from a worker")
+                raise WorkerDied(f"unexpected message {type(msg).__name__.upper()} from "
+                                 f"worker {worker}")
 
     def _receiver_done(self, task: asyncio.Task[None]) -> None:
         error = None if task.cancelled() else task.exception()
@@ -199,7 +203,7 @@ class Coordinator:
                 pass
         try:
             await self._await_hellos(transport)
-        except (WorkerDied, TimeoutError) as e:
+        except (WorkerDied, ContractError, TimeoutError) as e:
             log.error("%s", e, extra={"event": "start_failed", "error": str(e)})
             return exits.FAILED
         layout = ", ".join(f"worker {w} key groups {r.start}-{r.stop - 1}"
@@ -273,7 +277,7 @@ class Coordinator:
             if rc != exits.OK:
                 for w in range(self.workers):
                     try:
-                        await asyncio.wait_for(transport.send(w, [wire.STOP]), 0.5)
+                        await asyncio.wait_for(transport.send(w, wire.Stop()), 0.5)
                     except (TimeoutError, Exception):
                         pass
             receiver.cancel()
@@ -312,7 +316,7 @@ class Coordinator:
         seq = self.frontier.next_seq()
         folder = self.checkpoints.final_folder()
         for w in range(self.workers):
-            await transport.send(w, [wire.END, seq, last, str(folder) if folder else None])
+            await transport.send(w, wire.End(seq, last, str(folder) if folder else None))
         await self.waiter.until(lambda: all(self.liveness.done))
         await self.merger.merge_all()
         self.merger.save_matrices(self.settings.output_dir)
@@ -331,8 +335,8 @@ class Coordinator:
     def _write_report(self) -> None:
         """``report.html``: the live page with the final figures, readable offline."""
         try:
-            web.write_report(self.status.snapshot(), self.settings.output_dir / "report.html",
-                             self.settings.file_mode)
+            web.write_report(self.status.snapshot().to_dict(),
+                             self.settings.output_dir / "report.html", self.settings.file_mode)
         except OSError as e:
             log.error("cannot write report.html: %s", e,
                       extra={"event": "report_failed", "error": str(e)})

@@ -1,8 +1,9 @@
 """The run's figures: the snapshot, the summary, rates, the progress line, warnings.
 
-:meth:`Status.snapshot` is the one dict that ``/metrics`` (:mod:`coordinator.metrics`),
-``/api/snapshot``, ``bspump-cluster status``, the live page and ``report.html``
-(:mod:`coordinator.web`) all read; :meth:`Status.summary` is ``summary.json``.
+:meth:`Status.snapshot` is the one record (:class:`cluster.figures.Snapshot`) that
+``/metrics`` (:mod:`coordinator.metrics`), ``/api/snapshot``, ``bspump-cluster status``,
+the live page and ``report.html`` (:mod:`coordinator.web`) all read;
+:meth:`Status.summary` is ``summary.json`` (:class:`cluster.figures.Summary`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from bspump.application import RunInfo
 from cluster import exits
+from cluster.figures import CheckpointStatus, HistorySample, Snapshot, Summary, WorkerFigures
 from cluster.intake import Intake
 from cluster.layout import Layout
 from cluster.logs import text_prefix
@@ -103,7 +105,7 @@ class Status:
         rate, per = self.rates()
         workers = "  ".join(f"w{w} {r:,.0f}/s" for w, r in enumerate(per))
         last = self.checkpoints.last
-        cp = f"  checkpoint {last['id']}" if last else ""
+        cp = f"  checkpoint {last.id}" if last else ""
         sys.stderr.write(f"\r\x1b[K{self.counts.records_read:,} events  {rate:,.0f}/s  "
                          f"{workers}  watermark {fmt_time(self.intake.watermark)}{cp}")
         sys.stderr.flush()
@@ -130,7 +132,7 @@ class Status:
                 "sum": float(total.sum()), "max": float(data.max()) if data.size else 0.0,
                 "data": np.asarray(data, dtype=np.float64).round(3).tolist()}
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         """Every figure of the running cluster, for /metrics, status, the page, the report."""
         rate, per = self.rates()
         now = time.time()
@@ -138,90 +140,91 @@ class Status:
         watermark = self.intake.watermark if math.isfinite(self.intake.watermark) else None
         quiet = self.liveness.silent_s()
         states = self.liveness.states()
-        workers = [{"worker": w, "events_in": c.sent[w], "events_out": c.processed[w],
-                    "pid": self.liveness.pids[w], "silent_s": round(quiet[w], 1),
-                    "state": states[w],
-                    "events_per_s": round(per[w], 1),
-                    "queue_depth": max(0, c.sent[w] - c.processed[w]),
-                    "open_sessions": c.open_sessions[w],
-                    "key_groups": [self.layout.groups_of(w).start,
-                                   self.layout.groups_of(w).stop - 1]}
-                   for w in range(self.workers)]
+        workers = [WorkerFigures(
+            worker=w, events_in=c.sent[w], events_out=c.processed[w],
+            pid=self.liveness.pids[w], silent_s=round(quiet[w], 1),
+            state=states[w],
+            events_per_s=round(per[w], 1),
+            queue_depth=max(0, c.sent[w] - c.processed[w]),
+            open_sessions=c.open_sessions[w],
+            key_groups=[self.layout.groups_of(w).start, self.layout.groups_of(w).stop - 1])
+            for w in range(self.workers)]
         cp = self.checkpoints.last
-        return {
-            "pipeline": self.pipeline_id,
-            "run_id": self.run_info.run_id,
-            "state": self.state,
-            "time": now,
-            "uptime_s": round(time.monotonic() - self.started, 3),
-            "event_time": self.run_info.event_time,
-            "records_read": c.records_read,
-            "events_per_s": round(rate, 1),
-            "workers": workers,
-            "watermark": watermark,
-            "watermark_lag_s": None if watermark is None else round(now - watermark, 3),
-            "dead_letters": c.dead,
-            "late_events": c.late,
-            "ledger": self.ledger().as_dict(),
-            "time_jumps": self.intake.jumps.counts(),
-            "warnings": list(self.warnings.recent),
-            "anomalies": self.merger.anomaly_counts(),
-            "recent_anomalies": list(self.merger.recent_anomalies),
-            "window_rows": c.window_rows,
-            "sessions_ended": c.sessions_ended,
-            "restarts": self.restarts,
-            "kafka_lag": dict(self.kafka_lag),
-            "checkpoint": {"taken": self.checkpoints.taken, "last_id": cp["id"] if cp else None,
-                           "age_s": round(now - cp["at"], 3) if cp else None,
-                           "duration_s": cp["duration_s"] if cp else None,
-                           "stall_s": cp["stall_s"] if cp else None,
-                           "worker_write_s": cp["worker_write_s"] if cp else None,
-                           "bytes": cp["bytes"] if cp else None,
-                           "state_bytes": cp["state_bytes"] if cp else None,
-                           "enabled": self.checkpoints.dir is not None},
-            "checkpoints": list(self.checkpoints.history),
-            "history": [{"t": wall, "records_read": n, "workers": list(w),
-                         "open_sessions": list(sessions)}
-                        for _, wall, n, w, sessions in self.history],
-            "windows": {aid: list(h) for aid, h in self.merger.window_history.items()},
-            "matrices": [self.matrix_view(mid) for mid in self.merger.matrices],
-        }
+        return Snapshot(
+            pipeline=self.pipeline_id,
+            run_id=self.run_info.run_id,
+            state=self.state,
+            time=now,
+            uptime_s=round(time.monotonic() - self.started, 3),
+            event_time=self.run_info.event_time,
+            records_read=c.records_read,
+            events_per_s=round(rate, 1),
+            workers=workers,
+            watermark=watermark,
+            watermark_lag_s=None if watermark is None else round(now - watermark, 3),
+            dead_letters=c.dead,
+            late_events=c.late,
+            ledger=self.ledger().as_dict(),
+            time_jumps=self.intake.jumps.counts(),
+            warnings=list(self.warnings.recent),
+            anomalies=self.merger.anomaly_counts(),
+            recent_anomalies=list(self.merger.recent_anomalies),
+            window_rows=c.window_rows,
+            sessions_ended=c.sessions_ended,
+            restarts=self.restarts,
+            kafka_lag=dict(self.kafka_lag),
+            checkpoint=CheckpointStatus(
+                taken=self.checkpoints.taken, last_id=cp.id if cp else None,
+                age_s=round(now - cp.at, 3) if cp else None,
+                duration_s=cp.duration_s if cp else None,
+                stall_s=cp.stall_s if cp else None,
+                worker_write_s=cp.worker_write_s if cp else None,
+                bytes=cp.bytes if cp else None,
+                state_bytes=cp.state_bytes if cp else None,
+                enabled=self.checkpoints.dir is not None),
+            checkpoints=list(self.checkpoints.history),
+            history=[HistorySample(t=wall, records_read=n, workers=list(w),
+                                   open_sessions=list(sessions))
+                     for _, wall, n, w, sessions in self.history],
+            windows={aid: list(h) for aid, h in self.merger.window_history.items()},
+            matrices=[self.matrix_view(mid) for mid in self.merger.matrices],
+        )
 
-    def summary(self, rc: int) -> dict[str, Any]:
+    def summary(self, rc: int) -> Summary:
         """Figures of the run, as written to ``summary.json``."""
         elapsed = time.monotonic() - self.started
         c = self.counts
-        return {
-            "pipeline": self.pipeline_id,
-            "workers": self.workers,
-            "exit_code": rc,
-            "elapsed_s": round(elapsed, 3),
-            "records_read": c.records_read,
-            "events_routed": sum(c.sent),
-            "events_per_s": round(c.records_read / elapsed, 1) if elapsed > 0 else None,
-            "dead_letters": c.dead,
-            "late_events": c.late,
-            "per_worker_events": list(c.processed),
-            "events_processed": c.handled(),
-            "events_batch_path": sum(c.batched),
-            "restored_from_checkpoint": self.checkpoints.restored_from,
-            "checkpoints_taken": self.checkpoints.taken,
-            "last_checkpoint": self.checkpoints.last,
-            "window_rows": c.window_rows,
-            "sessions_ended": c.sessions_ended,
-            "watermark": self.intake.watermark if math.isfinite(self.intake.watermark) else None,
-            "source_position": self.router.position,
-            "ledger": self.ledger().as_dict(),
-            "time_jumps": self.intake.jumps.counts(),
-            "anomalies": self.merger.anomaly_counts(),
-            "result_files": self.outputs.sizes(),
-        }
+        return Summary(
+            pipeline=self.pipeline_id,
+            workers=self.workers,
+            exit_code=rc,
+            elapsed_s=round(elapsed, 3),
+            records_read=c.records_read,
+            events_routed=sum(c.sent),
+            events_per_s=round(c.records_read / elapsed, 1) if elapsed > 0 else None,
+            dead_letters=c.dead,
+            late_events=c.late,
+            per_worker_events=list(c.processed),
+            events_processed=c.handled(),
+            events_batch_path=sum(c.batched),
+            restored_from_checkpoint=self.checkpoints.restored_from,
+            checkpoints_taken=self.checkpoints.taken,
+            last_checkpoint=self.checkpoints.last,
+            window_rows=c.window_rows,
+            sessions_ended=c.sessions_ended,
+            watermark=self.intake.watermark if math.isfinite(self.intake.watermark) else None,
+            source_position=self.router.position,
+            ledger=self.ledger().as_dict(),
+            time_jumps=self.intake.jumps.counts(),
+            anomalies=self.merger.anomaly_counts(),
+            result_files=self.outputs.sizes(),
+        )
 
     def finish(self, rc: int) -> None:
         """Write ``summary.json`` and print the run's figures on stderr."""
         s = self.summary(rc)
         try:
-            self.outputs.write_summary(s)
+            self.outputs.write_summary(s.to_dict())
         except OSError as e:
             log.error("cannot write summary: %s", e,
                       extra={"event": "summary_failed", "error": str(e)})
@@ -234,9 +237,9 @@ class Status:
             "does NOT close" if rc in (exits.OK, exits.LEDGER) else "open: the run stopped")
         out = self.outputs.dir
         lines = [
-            f"{text_prefix('coordinator')}{state} in {s['elapsed_s']:.2f} s, "
+            f"{text_prefix('coordinator')}{state} in {s.elapsed_s:.2f} s, "
             f"{self.workers} workers",
-            f"  events read   {s['records_read']:>12,}  ({s['events_per_s'] or 0:,.0f}/s)",
+            f"  events read   {s.records_read:>12,}  ({s.events_per_s or 0:,.0f}/s)",
             f"  dead letters  {c.dead:>12,}" + (f"  -> {out / 'dead-letters.jsonl'}"
                                                if c.dead else ""),
             f"  late events   {c.late:>12,}" + (f"  -> {out / 'late-events.jsonl'}"

@@ -19,13 +19,14 @@ from typing import Any
 from cluster import httpd
 from cluster.config import ClusterSettings
 from cluster.errors import StartRefused
+from cluster.figures import Snapshot
 from cluster.outputs import FILE_MODE, atomic_write_bytes
 from coordinator import metrics
 
 log = logging.getLogger("bspump-cluster.coordinator")
 
 # () -> the run's snapshot now (coordinator.status.Status.snapshot)
-Snapshot = Callable[[], dict[str, Any]]
+SnapshotOf = Callable[[], Snapshot]
 
 PAGE_DIR = Path(__file__).resolve().parent / "page"
 _SNAPSHOT_MARK = "/*SNAPSHOT*/null"
@@ -54,18 +55,20 @@ def write_report(snapshot: dict[str, Any], path: Path, mode: int = FILE_MODE) ->
     atomic_write_bytes(path, page(snapshot).encode("utf-8"), mode)
 
 
-def routes(snapshot: Snapshot) -> httpd.Routes:
+def routes(snapshot: SnapshotOf) -> httpd.Routes:
     """What the coordinator serves: /metrics, /api/snapshot and the live page."""
     return {
-        "/metrics": lambda: (metrics.render(snapshot()).encode(), httpd.PROMETHEUS_TEXT),
-        "/api/snapshot": lambda: (json.dumps(snapshot()).encode(), "application/json"),
+        "/metrics": lambda: (metrics.render(snapshot().to_dict()).encode(),
+                             httpd.PROMETHEUS_TEXT),
+        "/api/snapshot": lambda: (json.dumps(snapshot().to_dict()).encode(),
+                                  "application/json"),
         "/": lambda: (page().encode(), _TYPES[".html"]),
         "/index.html": lambda: (page().encode(), _TYPES[".html"]),
         "/favicon.ico": lambda: (b"", "image/x-icon"),
     }
 
 
-async def serve(snapshot: Snapshot, host: str, port: int,
+async def serve(snapshot: SnapshotOf, host: str, port: int,
                 sock: socket.socket | None = None) -> httpd.HttpServer:
     """Start serving in the running event loop (on ``sock`` when already bound)."""
     return await httpd.serve(routes(snapshot), host, port, sock)
@@ -85,7 +88,7 @@ def bind(settings: ClusterSettings) -> socket.socket | None:
                            f"{e.strerror or e}") from None
 
 
-async def start(settings: ClusterSettings, snapshot: Snapshot,
+async def start(settings: ClusterSettings, snapshot: SnapshotOf,
                 sock: socket.socket | None) -> httpd.HttpServer | None:
     """Serve /metrics, /api/snapshot and the live page when ``[cluster] http`` is set."""
     if not settings.http:

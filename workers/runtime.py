@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import zmq
@@ -22,7 +22,7 @@ from bspump.application import ROLE_SHARD, RunInfo
 from bspump.batch import EventBatch
 from bspump.processor import RestoreInfo
 from cluster import wire
-from cluster.checkpoint import ShardReader, ShardWriter
+from cluster.checkpoint import FileEntry, ShardReader, ShardWriter
 from cluster.config import ClusterSettings
 from cluster.errors import ClusterError
 from cluster.loader import load_pipeline
@@ -65,77 +65,80 @@ class ShardRuntime:
             kept_times.append(t)
         return kept_times, kept
 
-    def hello(self) -> list[Any]:
-        """The first message: who we are and where our shared arrays are."""
-        return [wire.HELLO, self.worker, os.getpid(), self.app.segment_table()]
+    def hello(self) -> wire.Hello:
+        """The first message: who we are, where our shared arrays are, what we speak."""
+        # segment_table's lists are [name, shape, dtype]: they encode as Hello's triples.
+        table = cast(dict[str, Any], self.app.segment_table())
+        return wire.Hello(self.worker, os.getpid(), table, wire.VERSION)
 
-    def _report(self) -> dict[str, Any]:
+    def _dead(self) -> list[wire.DeadLetter]:
+        return [wire.DeadLetter(**d) for d in self.pipeline.take_dead_letters()]
+
+    def _report(self) -> wire.ShardReport:
         p = self.pipeline
-        return {"analyzers": p.take_report(), "dead": p.take_dead_letters(),
-                "events_in": p.events_in, "events_out": p.events_out,
-                "events_batched": p.events_batched, "events_failed": p.events_failed,
-                "open_sessions": sum(getattr(x, "open_sessions", 0) for x in p.Processors)}
+        # The analyzers' news go as the dicts they made: they encode as AnalyzerNews does.
+        return wire.ShardReport(
+            analyzers=p.take_report(), dead=self._dead(), events_in=p.events_in,
+            events_out=p.events_out, events_batched=p.events_batched,
+            events_failed=p.events_failed,
+            open_sessions=sum(getattr(x, "open_sessions", 0) for x in p.Processors))
 
-    def _dead_overflow(self) -> list[Any] | None:
+    def _dead_overflow(self) -> wire.Ack | None:
         """Dead letters go up with the next ack, or now if a run of them piles up."""
         if len(self.pipeline.dead_letters) >= 1000:
-            dead_now = self.pipeline.take_dead_letters()
-            return [wire.ACK, self.worker, -1, None, {"dead": dead_now}]
+            return wire.Ack(self.worker, -1, None, wire.ShardReport(dead=self._dead()))
         return None
 
-    def _write_state(self, folder: str) -> dict[str, dict[str, int]]:
+    def _write_state(self, folder: str) -> dict[str, FileEntry]:
         """This shard's state into a checkpoint folder; every file's size and crc32."""
         writer = ShardWriter(Path(folder), self.worker)
         self.pipeline.checkpoint(writer)
         return writer.close()
 
-    def handle(self, msg: list[Any]) -> list[Any] | None:
+    def handle(self, msg: wire.Down) -> wire.Up | None:
         """Act on one message; return the reply to send, if any."""
-        kind = msg[0]
-        if kind == wire.DATA_COLS:
-            self.pipeline.process_columns(EventBatch.from_wire([msg[1], msg[2]]))
+        if isinstance(msg, wire.DataCols):
+            self.pipeline.process_columns(EventBatch.from_wire([msg.times, msg.columns]))
             return self._dead_overflow()
-        if kind == wire.DATA or kind == wire.DATA_RAW:
-            times, events = msg[1], msg[2]
-            if kind == wire.DATA_RAW:
-                # One decoder call for the whole message: the coordinator has checked that
-                # every line is a JSON object.
-                try:
-                    events = self._decode(b"[" + b",".join(events) + b"]")
-                except msgspec.DecodeError:
-                    times, events = self._decode_each(times, events)
+        if isinstance(msg, wire.DataRaw):
+            # One decoder call for the whole message: the coordinator has checked that
+            # every line is a JSON object.
+            try:
+                times, events = msg.times, self._decode(b"[" + b",".join(msg.lines) + b"]")
+            except msgspec.DecodeError:
+                times, events = self._decode_each(msg.times, msg.lines)
             self.pipeline.process_batch(times, events)
             return self._dead_overflow()
-        if kind == wire.WATERMARK:
-            seq, watermark = msg[1], msg[2]
-            self.pipeline.advance(watermark)
-            return [wire.ACK, self.worker, seq, watermark, self._report()]
-        if kind == wire.END:
-            seq, last_time, folder = msg[1], msg[2], msg[3]
-            self.pipeline.finish(last_time)
+        if isinstance(msg, wire.Data):
+            self.pipeline.process_batch(msg.times, msg.events)
+            return self._dead_overflow()
+        if isinstance(msg, wire.Watermark):
+            self.pipeline.advance(msg.watermark)
+            return wire.Ack(self.worker, msg.seq, msg.watermark, self._report())
+        if isinstance(msg, wire.End):
+            self.pipeline.finish(msg.last_time)
             self.finished = True
             # A partition task's final state, else None.
-            files = self._write_state(folder) if folder is not None else None
-            return [wire.DONE, self.worker, seq, self._report(), files]
-        if kind == wire.BARRIER:
-            cp_id, folder = msg[1], msg[2]
+            files = self._write_state(msg.folder) if msg.folder is not None else None
+            return wire.Done(self.worker, msg.seq, self._report(), files)
+        if isinstance(msg, wire.Barrier):
             began = time.perf_counter()
-            files = self._write_state(folder)
+            files = self._write_state(msg.folder)
             report = self._report()
             # How long this worker stood still writing its state, and how much it wrote.
-            report["checkpoint"] = {"write_s": round(time.perf_counter() - began, 6),
-                                    "bytes": sum(f["size"] for f in files.values())}
-            return [wire.CHECKPOINTED, self.worker, cp_id, files, report]
-        if kind == wire.RESTORE:
-            folder, old_workers = Path(msg[1]), int(msg[2])
-            readers = [ShardReader(folder, w) for w in range(old_workers)]
-            info = RestoreInfo(self.worker, self.run.workers, old_workers, self.run.key_groups)
+            report.checkpoint = wire.WriteFigures(round(time.perf_counter() - began, 6),
+                                                  sum(f.size for f in files.values()))
+            return wire.Checkpointed(self.worker, msg.checkpoint_id, files, report)
+        if isinstance(msg, wire.Restore):
+            folder = Path(msg.folder)
+            readers = [ShardReader(folder, w) for w in range(msg.old_workers)]
+            info = RestoreInfo(self.worker, self.run.workers, msg.old_workers,
+                               self.run.key_groups)
             self.pipeline.restore(readers, info)
-            return [wire.RESTORED, self.worker, self._report()]
-        if kind == wire.STOP:
-            self.finished = True
-            return None
-        raise ValueError(f"unknown message kind {kind!r}")
+            return wire.Restored(self.worker, self._report())
+        assert isinstance(msg, wire.Stop)
+        self.finished = True
+        return None
 
 
 class LineCapture(io.TextIOBase):
@@ -184,7 +187,7 @@ def serve(settings: ClusterSettings, run: RunInfo, run_dir: str, parent_pid: int
         try:
             shard = ShardRuntime(settings, run)
         except Exception as e:
-            up.send(wire.pack([wire.FAILED, run.worker, f"{type(e).__name__}: {e}"]))
+            up.send(wire.pack(wire.Failed(run.worker, f"{type(e).__name__}: {e}")))
             return 1
         up.send(wire.pack(shard.hello()))
         said = time.monotonic()
@@ -194,26 +197,25 @@ def serve(settings: ClusterSettings, run: RunInfo, run_dir: str, parent_pid: int
             if not poller.poll(int(HEARTBEAT_EVERY * 1000)):
                 if os.getppid() != parent_pid:
                     return 1
-                up.send(wire.pack([wire.HEARTBEAT, run.worker, shard.pipeline.events_in]))
+                up.send(wire.pack(wire.Heartbeat(run.worker, shard.pipeline.events_in)))
                 said = time.monotonic()
                 continue
-            msg = wire.unpack(down.recv(copy=False).buffer)
             try:
-                reply = shard.handle(msg)
+                reply = shard.handle(wire.unpack_down(down.recv(copy=False).buffer))
             except ClusterError as e:
-                # A refusal the message names (a link at a result path, a bad checkpoint
-                # file): one line for the coordinator, no traceback.
-                up.send(wire.pack([wire.FAILED, run.worker, str(e)]))
+                # A refusal the message names (a malformed message, a link at a result
+                # path, a bad checkpoint file): one line for the coordinator, no traceback.
+                up.send(wire.pack(wire.Failed(run.worker, str(e))))
                 return 1
             text = capture.take_lines(everything=shard.finished)
             if text:
-                up.send(wire.pack([wire.OUTPUT, run.worker, text]))
+                up.send(wire.pack(wire.Output(run.worker, text)))
             if reply is not None:
                 up.send(wire.pack(reply))
                 said = time.monotonic()
             elif time.monotonic() - said >= HEARTBEAT_EVERY:
                 # Busy on data messages, which need no reply: still say we are alive.
-                up.send(wire.pack([wire.HEARTBEAT, run.worker, shard.pipeline.events_in]))
+                up.send(wire.pack(wire.Heartbeat(run.worker, shard.pipeline.events_in)))
                 said = time.monotonic()
         return 0
     finally:

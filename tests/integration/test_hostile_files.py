@@ -131,10 +131,10 @@ def test_malformed_manifest_falls_back_to_the_previous(kind, stopped, tmp_path,
         problem = "manifest unreadable"
     elif kind == "no outputs":
         _edit_manifest(newest, lambda m: m.pop("outputs"))
-        problem = "manifest: outputs is missing"
+        problem = 'MANIFEST.json: field "outputs" is missing'
     else:
         _edit_manifest(newest, lambda m: m["files"].update({"w0.state.msgpack": 12}))
-        problem = "manifest: files['w0.state.msgpack'] is not {size, crc32}"
+        problem = 'MANIFEST.json: field "files[\'w0.state.msgpack\']" must be a map, got integer'
     run = run_config(config, out, timeout=90)
     _check_fell_back(run, reference, previous, f"skipping checkpoint {newest}: {problem}")
 

@@ -48,12 +48,12 @@ async def _sample(bootstrap: str, group: str, proc: subprocess.Popen[str], cp_di
             offsets = {f"{tp.topic}:{tp.partition}": meta.offset
                        for tp, meta in committed.items() if meta.offset >= 0}
             if manifests and offsets:
-                position = manifests[0].get("position") or {}
+                position = manifests[0].position or {}
                 compared += 1
                 for name, offset in offsets.items():
                     if offset > int(position.get(name, 0)):
                         violations.append(f"{name} committed at {offset}, newest complete "
-                                          f"checkpoint {manifests[0]['id']} holds "
+                                          f"checkpoint {manifests[0].id} holds "
                                           f"{position.get(name)}")
                 if compared == kill_after and not killed:
                     coordinator = [p for p, c in descendants(proc.pid).items()

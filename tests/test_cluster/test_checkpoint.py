@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cluster import checkpoint
+from cluster import manifest as manifests
 from cluster.checkpoint import Checkpoint, ShardReader, ShardWriter
 from cluster.errors import CheckpointError
 
@@ -25,7 +26,7 @@ def _write(directory: Path, cp_id: int, workers: int = 2, manifest: bool = True)
         writer.put_object("state.A", {"window": [1, 2, w]})
         files.update(writer.close())
     if manifest:
-        checkpoint.write_manifest(folder, _manifest(cp_id, workers, files))
+        checkpoint.write_manifest(folder, manifests.decode(_manifest(cp_id, workers, files)))
     return folder
 
 
@@ -121,7 +122,7 @@ def test_manifest_naming_files_outside_its_folder_is_skipped(tmp_path: Path, cap
             "not a file of the checkpoint folder") in caplog.text
     assert (f"skipping checkpoint {absolute}: manifest names {str(outside)!r}, "
             "not a file of the checkpoint folder") in caplog.text
-    assert [m["id"] for m in checkpoint.complete_manifests(cps, 5)] == [1]
+    assert [m.id for m in checkpoint.complete_manifests(cps, 5)] == [1]
 
 
 class _Hung(Exception):
@@ -146,7 +147,7 @@ def test_fifo_or_symlink_in_a_checkpoint_is_skipped_not_read(tmp_path: Path) -> 
     try:
         fifo = checkpoint.verify(Checkpoint(1, fifo_cp))
         link = checkpoint.verify(Checkpoint(2, link_cp))
-        listed = [m["id"] for m in checkpoint.complete_manifests(tmp_path, 5)]
+        listed = [m.id for m in checkpoint.complete_manifests(tmp_path, 5)]
     except _Hung:
         raise AssertionError("verify blocked on a FIFO named in a manifest") from None
     finally:
@@ -173,26 +174,38 @@ def test_reader_refuses_a_fifo_beside_the_manifest(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("change, problem", [
-    (lambda m: m.pop("outputs"), "manifest: outputs is missing"),
+    (lambda m: m.pop("outputs"), 'MANIFEST.json: field "outputs" is missing'),
     (lambda m: m.update(files={"w0.state.msgpack": 7}),
-     "manifest: files['w0.state.msgpack'] is not {size, crc32}"),
+     'MANIFEST.json: field "files[\'w0.state.msgpack\']" must be a map, got integer'),
     (lambda m: m["files"]["w0.m.M.npy"].pop("size"),
-     "manifest: files['w0.m.M.npy'] is not {size, crc32}"),
-    (lambda m: m.update(workers="2"), "manifest: workers is not a positive integer"),
-    (lambda m: m.update(workers=10**9), "manifest: workers is not a positive integer"),
+     'MANIFEST.json: field "files[\'w0.m.M.npy\'].size" is missing'),
+    (lambda m: m.update(workers="2"),
+     'MANIFEST.json: field "workers" must be an integer, got string'),
+    (lambda m: m.update(workers=10**9),
+     'MANIFEST.json: field "workers" must be an integer <= 1048576'),
     (lambda m: m["files"].pop("w1.state.msgpack"),
-     "manifest: w1.state.msgpack of worker 1 is not listed"),
+     'MANIFEST.json: field "files" does not list w1.state.msgpack of worker 1'),
     (lambda m: m["intake"].update(watermark="late"),
-     "manifest: intake.watermark is not a number"),
-    (lambda m: m["counters"].pop("dead"), "manifest: counters.dead is not an integer"),
+     'MANIFEST.json: field "intake.watermark" must be a number, got string'),
+    (lambda m: m["counters"].pop("dead"), 'MANIFEST.json: field "counters.dead" is missing'),
     (lambda m: m.update(outputs={"../x.jsonl": 3}),
-     "manifest: outputs names '../x.jsonl', not a result file"),
+     'MANIFEST.json: field "outputs" names \'../x.jsonl\', not a result file'),
     (lambda m: m.update(outputs={"dead-letters.jsonl": -1}),
-     "manifest: outputs['dead-letters.jsonl'] is not a length"),
-    (lambda m: m.update(files=[]), "manifest: files is not an object"),
+     'MANIFEST.json: field "outputs[\'dead-letters.jsonl\']" must be an integer >= 0'),
+    (lambda m: m.update(files=[]), 'MANIFEST.json: field "files" must be a map, got list'),
+    # Read by a restore or by status, and not checked before the manifest was typed:
+    (lambda m: m["counters"].update(routed="12"),
+     'MANIFEST.json: field "counters.routed" must be an integer or null, got string'),
+    (lambda m: m.update(owner=["h"]),
+     'MANIFEST.json: field "owner" must be a string or null, got list'),
+    (lambda m: m.update(created="yesterday"),
+     'MANIFEST.json: field "created" must be a number or null, got string'),
+    (lambda m: m["intake"].update(jumps=[]),
+     'MANIFEST.json: field "intake.jumps" must be a map or null, got list'),
 ], ids=["no outputs", "meta not object", "no size", "workers text", "workers huge",
         "worker file unlisted", "watermark text", "counter missing", "output path",
-        "negative length", "files list"])
+        "negative length", "files list", "routed text", "owner list", "created text",
+        "jumps list"])
 def test_malformed_manifest_is_skipped_not_fatal(tmp_path: Path, caplog, change,
                                                  problem) -> None:
     _write(tmp_path, 1)
@@ -202,4 +215,4 @@ def test_malformed_manifest_is_skipped_not_fatal(tmp_path: Path, caplog, change,
         cp = checkpoint.newest_complete(tmp_path)
     assert cp is not None and cp.id == 1
     assert f"skipping checkpoint {bad}: {problem}" in caplog.text
-    assert [m["id"] for m in checkpoint.complete_manifests(tmp_path, 5)] == [1]
+    assert [m.id for m in checkpoint.complete_manifests(tmp_path, 5)] == [1]

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from cluster import checkpoint
+from cluster import manifest as manifests
 from cluster.cli import format_partitions
 from cluster.member import partition_status, render_metrics
 from tests.conftest import CONFIGS, SEED_CONFIG, cli
@@ -38,14 +39,14 @@ def test_fresh_is_refused_when_hosts_share_the_checkpoints(tmp_path: Path) -> No
 def _manifest(cp_dir: Path, cp_id: int, created: float, read: int, finished: bool = False,
               partition: str = "ev:0") -> None:
     folder = checkpoint.create_folder(cp_dir, cp_id)
-    checkpoint.write_manifest(folder, {
+    checkpoint.write_manifest(folder, manifests.decode({
         "format": checkpoint.FORMAT, "id": cp_id, "created": created, "owner": "h:1",
         "finished": finished, "position": {partition: read}, "partition": partition,
         "pipeline": "P", "workers": 1, "key_groups": 4, "outputs": {},
         "intake": {"watermark": 1_700_000_000.0, "max_time": 0.0, "next_boundary": 0.0},
         "counters": {"records_read": read, "dead": 2, "late": 1,
                      "events_processed": max(read - 3, 0), "sessions_ended": 0, "window_rows": 0},
-        "files": checkpoint.ShardWriter(folder, 0).close()})
+        "files": checkpoint.ShardWriter(folder, 0).close()}))
 
 
 def test_partition_status_reads_the_two_newest_checkpoints(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,16 +24,16 @@ class RecordingTransport:
         self.coord = coord
         self.workers = coord.workers
         self.ack = ack
-        self.sent: list[list[list[Any]]] = [[] for _ in range(self.workers)]
+        self.sent: list[list[wire.Down]] = [[] for _ in range(self.workers)]
 
-    async def send(self, worker: int, message: list[Any]) -> None:
-        msg = wire.unpack(wire.pack(message))
+    async def send(self, worker: int, message: wire.Down) -> None:
+        msg = wire.unpack_down(wire.pack(message))
         self.sent[worker].append(msg)
-        if self.ack and msg[0] == wire.WATERMARK and worker == self.workers - 1:
+        if self.ack and isinstance(msg, wire.Watermark) and worker == self.workers - 1:
             for w in range(self.workers):
-                self.coord.merger.merge(self.coord.frontier.ack(w, msg[2]))
+                self.coord.merger.merge(self.coord.frontier.ack(w, msg.watermark))
 
-    async def recv(self) -> list[Any]:
+    async def recv(self) -> wire.Up:
         raise AssertionError("the pieces under test do not receive")
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cluster import checkpoint
+from cluster import manifest as manifests
 from cluster.config import Config, load_cluster_settings
 from cluster.errors import ClusterError
 from coordinator.runtime import Coordinator
@@ -21,13 +22,13 @@ def _coordinator(seed_config, tmp_path: Path, partition: str | None) -> Coordina
 
 def _write(cp_dir: Path, cp_id: int, owner: str) -> None:
     folder = checkpoint.create_folder(cp_dir, cp_id)
-    checkpoint.write_manifest(folder, {
+    checkpoint.write_manifest(folder, manifests.decode({
         "format": checkpoint.FORMAT, "id": cp_id, "owner": owner, "position": None,
         "pipeline": "P", "workers": 1, "key_groups": 4, "outputs": {},
         "intake": {"watermark": 0.0, "max_time": 0.0, "next_boundary": 0.0},
         "counters": dict.fromkeys(("records_read", "dead", "late", "sessions_ended",
                                    "window_rows", "events_processed"), 0),
-        "files": checkpoint.ShardWriter(folder, 0).close()})
+        "files": checkpoint.ShardWriter(folder, 0).close()}))
 
 
 def test_a_newer_checkpoint_by_another_host_stops_the_task(seed_config, tmp_path: Path) -> None:

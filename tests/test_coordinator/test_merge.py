@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from cluster import wire
+from cluster.contract import convert
 from coordinator.runtime import Coordinator
 from tests.conftest import T0
 
@@ -23,6 +25,11 @@ def lines_of(coord: Coordinator, name: str) -> list[dict[str, Any]]:
     coord.outputs.flush()
     path = coord.outputs.dir / name
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def report(news: dict[str, Any]) -> wire.ShardReport:
+    """A report as the coordinator gets it: the map a worker sends, decoded."""
+    return convert(news, wire.ShardReport, "report")
 
 
 def two_workers(make_coordinator: Callable[..., Coordinator]) -> Coordinator:
@@ -41,9 +48,9 @@ def test_a_period_is_written_once_when_every_worker_has_closed_it(
     coord = two_workers(make_coordinator)
     m = coord.merger
     closed = [[PERIOD, PERIOD % SLOTS]]
-    m.apply(0, {"analyzers": {AID: {"keys": ["type0", "type1"], "closed": closed}}})
+    m.apply(0, report({"analyzers": {AID: {"keys": ["type0", "type1"], "closed": closed}}}))
     assert m.merge(coord.frontier.ack(0, (PERIOD + 1) * RES)) == []  # worker 1 is behind
-    m.apply(1, {"analyzers": {AID: {"keys": ["type1", "type2"], "closed": closed}}})
+    m.apply(1, report({"analyzers": {AID: {"keys": ["type1", "type2"], "closed": closed}}}))
     rows = m.merge(coord.frontier.ack(1, (PERIOD + 1) * RES))
     start, end = PERIOD * RES, (PERIOD + 1) * RES
     expected = [{"window_start": start, "window_end": end, "key": "type0", "count": 3},
@@ -61,13 +68,13 @@ def test_a_period_is_written_once_when_every_worker_has_closed_it(
 def test_sessions_dead_letters_counts_and_keyed_anomalies_of_a_report(
         make_coordinator: Callable[..., Coordinator]) -> None:
     coord = two_workers(make_coordinator)
-    coord.merger.apply(1, {
+    coord.merger.apply(1, report({
         "analyzers": {
             "UserSessionAnalyzer": {"ended": [["u1", T0, T0 + 100.5, 7]]},
             "RateAnomalyDetector": {"anomalies": [["u2", T0 + 5, 40.0, 10.0, 2.0, 15.0]]}},
         "dead": [{"reason": "IndexError: boom", "record": {"user_id": "u3"},
                   "processor": "GeoAnalyzer", "event_time": T0 + 1}],
-        "events_in": 10, "events_failed": 1, "events_batched": 4, "open_sessions": 3})
+        "events_in": 10, "events_failed": 1, "events_batched": 4, "open_sessions": 3}))
     assert lines_of(coord, "SeedPipeline.UserSessionAnalyzer.sessions.jsonl") == [
         {"key": "u1", "start": T0, "end": T0 + 100.5, "events": 7}]
     assert lines_of(coord, "SeedPipeline.RateAnomalyDetector.anomalies.jsonl") == [
@@ -99,9 +106,9 @@ def test_rows_and_anomalies_go_to_a_sink_that_publishes_them(
     coord.pipeline.Sink = Publishing()
     m = coord.merger
     closed = [[PERIOD, PERIOD % SLOTS]]
-    m.apply(0, {"analyzers": {AID: {"keys": ["type0"], "closed": closed},
-                              "RateAnomalyDetector": {"anomalies": [["u2", T0, 4, 1, 1, 3]]}}})
-    m.apply(1, {"analyzers": {AID: {"keys": ["type1"], "closed": closed}}})
+    m.apply(0, report({"analyzers": {AID: {"keys": ["type0"], "closed": closed},
+                              "RateAnomalyDetector": {"anomalies": [["u2", T0, 4, 1, 1, 3]]}}}))
+    m.apply(1, report({"analyzers": {AID: {"keys": ["type1"], "closed": closed}}}))
     asyncio.run(m.merge_all())
     assert [kind for kind, _ in published] == ["windows", "anomalies"]
     assert [(r["key"], r["count"]) for r in published[0][1]] == [("type0", 3), ("type1", 2)]

@@ -40,14 +40,14 @@ def route_all(coord: Coordinator, transport: RecordingTransport) -> None:
     asyncio.run(go())
 
 
-def data_of(messages: list[list[Any]]) -> list[dict[str, Any]]:
+def data_of(messages: list[wire.Down]) -> list[dict[str, Any]]:
     """The records in a worker's data messages, decoded as the worker would."""
     out: list[dict[str, Any]] = []
     for msg in messages:
-        if msg[0] == wire.DATA_RAW:
-            out += [json.loads(raw) for raw in msg[2]]
-        elif msg[0] == wire.DATA:
-            out += msg[2]
+        if isinstance(msg, wire.DataRaw):
+            out += [json.loads(raw) for raw in msg.lines]
+        elif isinstance(msg, wire.Data):
+            out += msg.events
     return out
 
 
@@ -85,7 +85,7 @@ def test_a_watermark_follows_the_data_before_it_on_every_channel(
     coord = make_coordinator([json.dumps(e) for e in stream()], workers=2)
     transport = RecordingTransport(coord)
     route_all(coord, transport)
-    marks = [[(m[1], m[2]) for m in transport.sent[w] if m[0] == wire.WATERMARK]
+    marks = [[(m.seq, m.watermark) for m in transport.sent[w] if isinstance(m, wire.Watermark)]
              for w in range(2)]
     assert len(marks[0]) > 3, "the stream does not advance the watermark"
     assert marks[0] == marks[1], "every worker gets every watermark, same seq"
@@ -94,8 +94,8 @@ def test_a_watermark_follows_the_data_before_it_on_every_channel(
     for w in range(2):
         watermark = float("-inf")
         for msg in transport.sent[w]:
-            if msg[0] == wire.WATERMARK:
-                watermark = msg[2]
+            if isinstance(msg, wire.Watermark):
+                watermark = msg.watermark
             for record in data_of([msg]):
                 # Sent after a watermark: not behind it, or it would have been late.
                 assert record["timestamp"] >= watermark

@@ -8,8 +8,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
+import msgpack
 import pytest
 
 from cluster import wire
@@ -47,42 +47,59 @@ def worker(tmp_path: Path, run_ids):
         t.close()
 
 
-async def recv(transport: ZmqTransport) -> list[Any]:
+async def recv(transport: ZmqTransport) -> wire.Up:
     return await asyncio.wait_for(transport.recv(), 30)
 
 
 def test_a_worker_says_hello_answers_and_ends(worker) -> None:
     proc, transport = worker()
 
-    async def talk() -> list[list[Any]]:
+    async def talk() -> list[wire.Up]:
         got = [await recv(transport)]  # hello
         events = [{"user": "a", "type": "x", "t": T0 + 1, "say": "hi"},
                   {"user": "b", "type": "x", "t": T0 + 2}]
-        await transport.send(0, [wire.DATA, [T0 + 1, T0 + 2], events])
-        await transport.send(0, [wire.WATERMARK, 1, T0 + 60])
+        await transport.send(0, wire.Data([T0 + 1, T0 + 2], events))
+        await transport.send(0, wire.Watermark(1, T0 + 60))
         got.append(await recv(transport))  # the printed line, before the ack
         got.append(await recv(transport))
-        await transport.send(0, [wire.END, 2, T0 + 2, None])
+        await transport.send(0, wire.End(2, T0 + 2, None))
         got.append(await recv(transport))
         return got
 
     hello, output, ack, done = asyncio.run(talk())
-    assert hello[:3] == [wire.HELLO, 0, proc.pid]
-    assert "WorkerPipeline.Counter.windows" in hello[3]
-    assert output == [wire.OUTPUT, 0, "said hi\n"]
-    assert ack[:4] == [wire.ACK, 0, 1, T0 + 60]
-    assert ack[4]["analyzers"]["Counter"]["keys"] == ["x"]
-    assert ack[4]["events_in"] == 2
-    assert done[:3] == [wire.DONE, 0, 2]
-    assert [s[0] for s in done[3]["analyzers"]["Sessions"]["ended"]] == ["a", "b"]
+    assert isinstance(hello, wire.Hello)
+    assert (hello.worker, hello.pid, hello.version) == (0, proc.pid, wire.VERSION)
+    assert "WorkerPipeline.Counter.windows" in hello.segments
+    assert output == wire.Output(0, "said hi\n")
+    assert isinstance(ack, wire.Ack)
+    assert (ack.worker, ack.seq, ack.watermark) == (0, 1, T0 + 60)
+    assert ack.report.analyzers["Counter"].keys == ["x"]
+    assert ack.report.events_in == 2
+    assert isinstance(done, wire.Done) and (done.worker, done.seq) == (0, 2)
+    assert [s[0] for s in done.report.analyzers["Sessions"].ended] == ["a", "b"]
     assert proc.wait(30) == 0
 
 
 def test_a_worker_that_cannot_build_its_pipeline_says_why(worker) -> None:
     proc, transport = worker("\n[pipeline:WorkerPipeline:Counter]\nno_such_key = 1\n")
     failed = asyncio.run(recv(transport))
-    assert failed[:2] == [wire.FAILED, 0]
-    assert "no_such_key" in failed[2]
+    assert isinstance(failed, wire.Failed) and failed.worker == 0
+    assert "no_such_key" in failed.message
+    assert proc.wait(30) == 1
+
+
+def test_a_malformed_message_stops_the_worker_naming_the_field(worker) -> None:
+    proc, transport = worker()
+
+    async def talk() -> wire.Up:
+        await recv(transport)  # hello
+        # A watermark whose time is text: what no coordinator of this version sends.
+        await transport.down[0].send(msgpack.packb([wire.WATERMARK, 1, "late"]))
+        return await recv(transport)
+
+    failed = asyncio.run(talk())
+    assert failed == wire.Failed(0, 'WATERMARK: field "watermark" must be a number, '
+                                    "got string")
     assert proc.wait(30) == 1
 
 
