@@ -18,7 +18,6 @@ import importlib
 import io
 import math
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,29 +25,10 @@ import numpy as np
 
 from bspump import Application, Pipeline, RunInfo, Source
 from bspump.analyzer import SessionAnalyzer, TimeWindowAnalyzer
+from bspump.errors import RecordError
+from bspump.records import parse_event_time
 from bspump.testing.pieces import TestingSink
 from bspump.testing.result import PipelineResult, number, plain
-
-MIN_TIME, MAX_TIME = 0.0, 32503680000.0  # 1970 .. 3000
-
-
-def _event_time(value: Any) -> float:
-    """Epoch seconds from a number, a numeric string or an ISO-8601 string."""
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"event time is {value!r}")
-    if isinstance(value, (int, float)):
-        t = float(value)
-    elif isinstance(value, str):
-        try:
-            t = float(value)
-        except ValueError:
-            dt = datetime.fromisoformat(value)  # ValueError: neither a number nor ISO-8601
-            t = (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
-    else:
-        raise ValueError(f"event time has type {type(value).__name__}")
-    if not MIN_TIME <= t < MAX_TIME:
-        raise ValueError(f"event time {value!r} is outside 1970..3000")
-    return t
 
 
 def _key_fields(shard_key: str) -> list[str]:
@@ -112,11 +92,11 @@ class _LocalRun:
         for record in records:
             try:
                 _check_key(record, self.key_fields)
-                t = _event_time(record[self.time_field]) if self.time_field else 0.0
+                t = parse_event_time(record[self.time_field]) if self.time_field else 0.0
             except KeyError:
                 self._dead(record, f"missing time field {self.time_field!r}")
                 continue
-            except ValueError as e:
+            except (ValueError, RecordError) as e:
                 self._dead(record, str(e))
                 continue
             if self.time_field is None:
